@@ -112,7 +112,9 @@ def rework_labels(
 
     # 2) a later order names O as its parent (any distance in time)
     if "parent_order_id" in orders and live["parent_order_id"].notna().any():
-        kids = live.loc[live["parent_order_id"].notna(), ["parent_order_id", "reported_at", "order_id"]]
+        kids = live.loc[
+            live["parent_order_id"].notna(), ["parent_order_id", "reported_at", "order_id"]
+        ]
         kids = kids.sort_values("reported_at", kind="stable").drop_duplicates("parent_order_id")
         pos = pd.Series(np.arange(n), index=orders["order_id"].to_numpy())
         pos = pos[~pos.index.duplicated()]

@@ -133,7 +133,13 @@ ORDERS = Table(
             outcome=True,
         ),
         Column("feedback_comment", "text", False, "resident's comment at follow-up", outcome=True),
-        Column("complaint", "bool", False, "a complaint was filed about this order (投诉)", outcome=True),
+        Column(
+            "complaint",
+            "bool",
+            False,
+            "a complaint was filed about this order (投诉)",
+            outcome=True,
+        ),
         Column(
             "parent_order_id",
             "string",
@@ -171,7 +177,9 @@ UNITS = Table(
     columns=(
         Column("unit_id", "string", True, "房号 / location id"),
         Column("community_id", "string", False, "项目/小区"),
-        Column("building_year", "int", False, "year the building was completed", min=1900, max=2100),
+        Column(
+            "building_year", "int", False, "year the building was completed", min=1900, max=2100
+        ),
         Column("floor", "int", False, "楼层 (negative for basements)", min=-10, max=200),
         Column("area_m2", "float", False, "建筑面积", min=0.0, max=100000.0),
     ),

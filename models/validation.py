@@ -1,0 +1,392 @@
+"""Validation of contract tables: raw rows in, typed valid rows and a quarantine out.
+
+Why it is shaped like this
+--------------------------
+* Nothing is lost: every input row ends either in ``valid`` or in ``quarantine`` (with its
+  original values, ``source_row`` and a machine-readable ``reason``), except exact duplicates
+  of an order, which are collapsed and counted. ``valid + quarantined + collapsed == input``.
+* Nothing is silently coerced: a value that does not parse is a defect of *that field*
+  (``rating:not_integer``), never a NaN that a model later treats as "unknown".
+* Everything is derived from :mod:`models.schemas`, so a new column or enum value is declared
+  once and validated everywhere (files, API, the generator's tests).
+
+Reasons are ``field:problem`` items joined with ``;``. Problems used:
+
+==========================  ================================================================
+``missing``                 a required value is empty
+``bad_enum``                not one of the contract's values
+``unparseable``             not a timestamp / number / boolean / date
+``not_integer``             a fractional value in an integer column
+``out_of_range``            outside the contract's bounds (or a timestamp before 2000)
+``before_<field>``          a lifecycle timestamp precedes an earlier stage
+``missing_for_completed``   ``status`` is completed but ``completed_at`` is empty
+``duplicate_conflict``      the same key appears with different content
+``unknown``                 ``technician_id`` not in the technicians table that was given
+``field_count``             the CSV line had a different number of fields than the header
+==========================  ================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from models.schemas import LIFECYCLE, ORDERS, TIMEZONE, Column, Table
+
+NULL_TOKENS = frozenset({"", "nan", "none", "null", "na", "n/a", "nat", "<na>", "-", "--"})
+TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1", "1.0", "是", "真", "对"})
+FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0", "0.0", "否", "假"})
+MIN_TIMESTAMP = pd.Timestamp("2000-01-01", tz=TIMEZONE)
+MAX_TIMESTAMP = pd.Timestamp("2100-01-01", tz=TIMEZONE)
+
+SOURCE_ROW = "source_row"
+REASON = "reason"
+
+_OFFSET_RE = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+_LOOSE_DATE_RE = re.compile(
+    r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[ T]\d{1,2}:\d{1,2}(?::\d{1,2}(?:\.\d+)?)?)?$"
+)
+_CN_DATE_RE = re.compile(r"^(\d{4})年(\d{1,2})月(\d{1,2})日?\s*(.*)$")
+
+
+class ContractError(ValueError):
+    """The file as a whole cannot be validated (e.g. a required column is absent)."""
+
+
+@dataclass
+class ValidationResult:
+    """Outcome of validating one table."""
+
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- cell parsing
+
+
+def _as_text(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Stringify a raw column; return the stripped text and the missing mask.
+
+    Numbers that arrive typed (Parquet) are rendered without a spurious ``.0`` so that an id
+    written as an integer matches the same id written as text.
+    """
+    if pd.api.types.is_object_dtype(raw.dtype) or pd.api.types.is_string_dtype(raw.dtype):
+        obj = raw.astype(object)
+        fast = obj.str.strip() if obj.notna().any() else obj
+        slow = fast.isna() & raw.notna()
+        if not slow.any():
+            text = fast.fillna("").astype(object)
+            missing = text.str.lower().isin(NULL_TOKENS).to_numpy()
+            return text, missing
+    values = raw.to_numpy(dtype=object, na_value=None)
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT:
+            out[i] = ""
+        elif isinstance(v, float) and v.is_integer():
+            out[i] = str(int(v))
+        elif isinstance(v, (bytes, bytearray)):
+            out[i] = v.decode("utf-8", "replace").strip()
+        else:
+            out[i] = str(v).strip()
+    text = pd.Series(out, index=raw.index, dtype=object)
+    missing = text.str.lower().isin(NULL_TOKENS).to_numpy()
+    return text, missing
+
+
+def parse_timestamps(raw: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Parse timestamps the way real exports write them.
+
+    Accepts ISO 8601 with or without offset (``2024-05-01T10:00:00+08:00``), the common
+    ``2024-05-01 10:00:00``, slashes/dots (``2024/5/1 10:00``), ``2024年5月1日 10:00`` and
+    already-typed datetimes. Naive values are Asia/Shanghai local time (the contract).
+
+    Returns
+    -------
+    parsed, bad, out_of_range
+        ``parsed`` is tz-aware Asia/Shanghai in nanoseconds (NaT where missing, bad or out of
+        range); ``bad`` marks values that were present but did not parse; ``out_of_range``
+        those that parsed to a moment outside [2000, 2100) — epoch-zero exports and typos.
+    """
+    n = len(raw)
+    if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        ts = raw if getattr(raw.dt, "tz", None) is not None else raw.dt.tz_localize(TIMEZONE)
+        parts = [(np.ones(n, dtype=bool), ts.dt.tz_convert(TIMEZONE))]
+        bad = np.zeros(n, dtype=bool)
+    else:
+        text, missing = _as_text(raw)
+        text = text.where(~missing, "")
+        cn = text.str.match(_CN_DATE_RE)
+        if cn.any():
+            text = text.copy()
+            text[cn] = text[cn].str.replace(_CN_DATE_RE, r"\1-\2-\3 \4", regex=True).str.strip()
+        has_offset = (text.str.contains(_OFFSET_RE, regex=True) & ~missing).to_numpy()
+        naive = ~has_offset & ~missing
+        parts = []
+        if naive.any():
+            t = text[naive]
+            p = pd.to_datetime(t, format="ISO8601", errors="coerce")
+            retry = p.isna() & t.str.match(_LOOSE_DATE_RE)
+            if retry.any():
+                norm = t[retry].str.replace(r"[/.](?=\d)", "-", n=2, regex=True)
+                p = p.astype(object)
+                p[retry] = pd.to_datetime(norm, format="mixed", errors="coerce")
+                p = pd.to_datetime(p, errors="coerce")
+            parts.append((naive, p.dt.tz_localize(TIMEZONE)))
+        if has_offset.any():
+            p = pd.to_datetime(text[has_offset], format="ISO8601", errors="coerce", utc=True)
+            parts.append((has_offset, p.dt.tz_convert(TIMEZONE)))
+        parsed_any = np.zeros(n, dtype=bool)
+        for mask, p in parts:
+            parsed_any[mask] = p.notna().to_numpy()
+        bad = ~missing & ~parsed_any
+    result = pd.Series(pd.NaT, index=raw.index, dtype=f"datetime64[ns, {TIMEZONE}]")
+    oor = np.zeros(n, dtype=bool)
+    for mask, p in parts:
+        outside = (p.notna() & ((p < MIN_TIMESTAMP) | (p >= MAX_TIMESTAMP))).to_numpy()
+        oor[mask] = outside
+        keep = p.where(~outside)
+        result[mask] = keep.astype(result.dtype).to_numpy()
+    return result, bad, oor
+
+
+def parse_bools(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Parse ``true/false/1/0/yes/no/是/否`` (any case); return values and the bad mask."""
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.astype("boolean"), np.zeros(len(raw), dtype=bool)
+    text, missing = _as_text(raw)
+    low = text.str.lower()
+    is_true = low.isin(TRUE_TOKENS).to_numpy()
+    is_false = low.isin(FALSE_TOKENS).to_numpy()
+    out = pd.Series(pd.NA, index=raw.index, dtype="boolean")
+    out[is_true] = True
+    out[is_false] = False
+    bad = ~missing & ~is_true & ~is_false
+    return out, bad
+
+
+def parse_numbers(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Parse numbers (typed or text); non-finite values count as unparseable."""
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        num = raw.astype("float64")
+        missing = num.isna().to_numpy()
+    else:
+        text, missing = _as_text(raw)
+        num = pd.to_numeric(text.where(~missing, None), errors="coerce").astype("float64")
+    finite = np.isfinite(num.to_numpy())
+    bad = ~missing & ~finite
+    return num.where(finite), bad
+
+
+# --------------------------------------------------------------------------- table checks
+
+
+def _check_column(
+    col: Column, raw: pd.Series
+) -> tuple[pd.Series, list[tuple[str, np.ndarray]], np.ndarray]:
+    """Type one column; return (typed values, [(problem, mask)], missing mask)."""
+    problems: list[tuple[str, np.ndarray]] = []
+    if col.dtype == "timestamp":
+        typed, bad, oor = parse_timestamps(raw)
+        problems.append(("unparseable", bad))
+        problems.append(("out_of_range", oor))
+        missing = ~bad & ~oor & typed.isna().to_numpy()
+    elif col.dtype == "date":
+        ts, bad, oor = parse_timestamps(raw)
+        typed = ts.dt.tz_localize(None).dt.normalize().astype("datetime64[ns]")
+        problems.append(("unparseable", bad))
+        problems.append(("out_of_range", oor))
+        missing = ~bad & ~oor & ts.isna().to_numpy()
+    elif col.dtype == "bool":
+        typed, bad = parse_bools(raw)
+        problems.append(("unparseable", bad))
+        missing = ~bad & typed.isna().to_numpy()
+    elif col.dtype in ("int", "float"):
+        num, bad = parse_numbers(raw)
+        problems.append(("unparseable", bad))
+        v = num.to_numpy()
+        present = ~np.isnan(v)
+        if col.dtype == "int":
+            frac = present & (np.floor(np.where(present, v, 0)) != np.where(present, v, 0))
+            problems.append(("not_integer", frac))
+        # integers beyond 2**53 cannot be represented exactly: out of range for any count
+        lo = -(2.0**53) if col.min is None else col.min
+        hi = 2.0**53 if col.max is None else col.max
+        with np.errstate(invalid="ignore"):
+            problems.append(("out_of_range", present & ((v < lo) | (v > hi))))
+        missing = ~bad & ~present
+        typed = num
+        if col.dtype == "int":
+            flawed = problems[1][1] | problems[2][1]
+            typed = num.where(~flawed).astype("Int64")
+    elif col.dtype == "enum":
+        text, missing = _as_text(raw)
+        low = text.str.lower()
+        allowed = {v.lower(): v for v in col.enum or ()}
+        known = low.isin(allowed.keys()).to_numpy()
+        problems.append(("bad_enum", ~missing & ~known))
+        typed = low.map(allowed)
+    elif col.dtype == "list":
+        text, missing = _as_text(raw)
+        allowed = {v.lower(): v for v in col.enum or ()}
+
+        def norm(cell: str) -> str | None:
+            items = [p.strip().lower() for p in re.split(r"[;；,，|]", cell) if p.strip()]
+            if any(p not in allowed for p in items):
+                return None
+            return ";".join(allowed[p] for p in items)
+
+        normed = text.map(lambda s: norm(s) if s else "")
+        bad = ~missing & normed.isna().to_numpy()
+        problems.append(("bad_enum", bad))
+        typed = normed.where(~missing & ~bad, None)
+    else:  # string / text
+        text, missing = _as_text(raw)
+        typed = text.where(~missing, None)
+    if col.required:
+        problems.append(("missing", missing))
+    return typed, problems, missing
+
+
+def _lifecycle_problems(typed: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+    """Timestamps out of lifecycle order, and a completed order without ``completed_at``."""
+    out: list[tuple[str, str, np.ndarray]] = []
+    stages = [c for c in LIFECYCLE if c in typed]
+    for i, later in enumerate(stages):
+        for earlier in stages[:i]:
+            a, b = typed[later], typed[earlier]
+            out.append((later, f"before_{earlier}", (a.notna() & b.notna() & (a < b)).to_numpy()))
+    if "status" in typed and "completed_at" in typed:
+        m = (typed["status"] == "completed").fillna(False) & typed["completed_at"].isna()
+        out.append(("completed_at", "missing_for_completed", m.to_numpy(dtype=bool)))
+    return out
+
+
+def _duplicate_masks(
+    raw: pd.DataFrame, key: str, key_text: pd.Series
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (conflicting-duplicate mask, identical-duplicate-to-collapse mask)."""
+    present = key_text != ""
+    dup = key_text.duplicated(keep=False) & present
+    if not dup.any():
+        z = np.zeros(len(raw), dtype=bool)
+        return z, z
+    sub = raw.loc[dup.to_numpy()].astype(str)
+    sub = sub.apply(lambda s: s.str.strip())
+    sub[key] = key_text[dup.to_numpy()].to_numpy()
+    sig = pd.util.hash_pandas_object(sub, index=False)
+    n_variants = sig.groupby(sub[key].to_numpy()).transform("nunique")
+    conflict = pd.Series(False, index=raw.index)
+    conflict.loc[n_variants.index] = (n_variants > 1).to_numpy()
+    identical = dup & ~conflict
+    collapse = identical & key_text.duplicated(keep="first")
+    return conflict.to_numpy(), collapse.to_numpy()
+
+
+def validate_table(
+    raw: pd.DataFrame,
+    table: Table = ORDERS,
+    *,
+    known_technicians: set[str] | None = None,
+    bad_rows: dict[int, str] | None = None,
+) -> ValidationResult:
+    """Validate a raw table against the contract.
+
+    Parameters
+    ----------
+    raw
+        The table as read: text cells (CSV) or typed columns (Parquet/JSON); extra columns are
+        kept and passed through. Its index is ignored; rows are numbered 0..n-1 as
+        ``source_row``.
+    table
+        Which contract table.
+    known_technicians
+        Ids of the technicians table, when one was given: unknown ids are quarantined.
+    bad_rows
+        Rows that the reader could not split into the header's fields, with their reason.
+
+    Raises
+    ------
+    ContractError
+        When a required column is absent from the header.
+    """
+    raw = raw.reset_index(drop=True)
+    raw.columns = [str(c).strip().lstrip("\ufeff") for c in raw.columns]
+    absent = [c for c in table.required_names if c not in raw.columns]
+    if absent:
+        raise ContractError(
+            f"{table.name}: missing required column(s): {', '.join(absent)} "
+            f"(columns found: {', '.join(map(str, raw.columns)) or 'none'})"
+        )
+    n = len(raw)
+    typed = pd.DataFrame(index=raw.index)
+    flags: list[tuple[str, str, np.ndarray]] = []
+    for col in table.columns:
+        if col.name in raw.columns:
+            values, problems, _ = _check_column(col, raw[col.name])
+            typed[col.name] = values
+            flags.extend((col.name, p, m) for p, m in problems)
+        else:
+            values, _, _ = _check_column(col, pd.Series([None] * n, index=raw.index, dtype=object))
+            typed[col.name] = values
+    if table is ORDERS:
+        flags.extend(_lifecycle_problems(typed))
+        if known_technicians is not None:
+            tid = typed["technician_id"]
+            flags.append(
+                (
+                    "technician_id",
+                    "unknown",
+                    (tid.notna() & ~tid.isin(known_technicians)).to_numpy(),
+                )
+            )
+    key_text, _ = _as_text(raw[table.key])
+    conflict, collapse = _duplicate_masks(raw, table.key, key_text)
+    flags.append((table.key, "duplicate_conflict", conflict))
+    if bad_rows:
+        m = np.zeros(n, dtype=bool)
+        m[list(bad_rows)] = True
+        flags.append(("row", "field_count", m))
+
+    matrix = np.column_stack([f[2] for f in flags]) if flags else np.zeros((n, 0), dtype=bool)
+    rejected = matrix.any(axis=1) & ~collapse
+    labels = np.array([f"{f}:{p}" for f, p, _ in flags], dtype=object)
+    reasons = [";".join(labels[matrix[i]]) for i in np.flatnonzero(rejected)]
+
+    extras = [c for c in raw.columns if c not in table.by_name]
+    valid = typed.loc[~rejected & ~collapse].copy()
+    for c in extras:
+        valid[c] = raw.loc[valid.index, c]
+    valid.insert(0, SOURCE_ROW, valid.index.astype("int64"))
+    valid = valid.reset_index(drop=True)
+
+    quarantine = raw.loc[rejected].copy()
+    quarantine[SOURCE_ROW] = np.flatnonzero(rejected)
+    quarantine[REASON] = reasons
+    quarantine = quarantine.reset_index(drop=True)
+
+    per_problem = {f"{f}:{p}": int(m[rejected].sum()) for f, p, m in flags if m[rejected].any()}
+    stats = {
+        "input_rows": n,
+        "valid_rows": len(valid),
+        "quarantined_rows": len(quarantine),
+        "duplicates_collapsed": int(collapse.sum()),
+        **{f"problem.{k}": v for k, v in sorted(per_problem.items())},
+    }
+    assert stats["valid_rows"] + stats["quarantined_rows"] + stats["duplicates_collapsed"] == n
+    return ValidationResult(valid=valid, quarantine=quarantine, stats=stats)
+
+
+def validate_orders(
+    raw: pd.DataFrame,
+    technicians: pd.DataFrame | None = None,
+    *,
+    bad_rows: dict[int, str] | None = None,
+) -> ValidationResult:
+    """Validate raw orders; ``technicians`` (typed, validated) enables the unknown-id check."""
+    known = None if technicians is None else set(technicians["technician_id"].dropna().astype(str))
+    return validate_table(raw, ORDERS, known_technicians=known, bad_rows=bad_rows)

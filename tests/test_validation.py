@@ -1,0 +1,250 @@
+"""Data-contract tests: validation catches each defect under its field and never loses a row."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from models.schemas import ORDERS
+from models.validation import ContractError, validate_orders, validate_table
+from pipelines.cli import app
+from pipelines.io import read_raw_table
+from tests.contract_rows import good_order, orders_frame
+
+
+def reasons_of(result) -> dict[str, set[str]]:
+    q = result.quarantine
+    return {int(r.source_row): set(r.reason.split(";")) for r in q.itertuples()}
+
+
+def test_clean_rows_are_all_valid_and_typed():
+    res = validate_orders(orders_frame([good_order(i) for i in range(5)]))
+    assert len(res.valid) == 5 and res.quarantine.empty
+    v = res.valid
+    assert str(v["reported_at"].dtype) == "datetime64[ns, Asia/Shanghai]"
+    assert v["rating"].dtype == "Int64"
+    assert v["paid"].dtype == "boolean"
+    assert v["source_row"].tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"rating": "6"}, "rating:out_of_range"),
+        ({"rating": "0"}, "rating:out_of_range"),
+        ({"rating": "3.5"}, "rating:not_integer"),
+        ({"rating": "good"}, "rating:unparseable"),
+        ({"cost_yuan": "-5"}, "cost_yuan:out_of_range"),
+        ({"urge_count": "-1"}, "urge_count:out_of_range"),
+        ({"urge_count": "inf"}, "urge_count:unparseable"),
+        ({"category": "roof"}, "category:bad_enum"),
+        ({"priority": "asap"}, "priority:bad_enum"),
+        ({"status": "done"}, "status:bad_enum"),
+        ({"channel": ""}, "channel:missing"),
+        ({"description": "   "}, "description:missing"),
+        ({"order_id": ""}, "order_id:missing"),
+        ({"reported_at": "yesterday"}, "reported_at:unparseable"),
+        ({"reported_at": ""}, "reported_at:missing"),
+        ({"reported_at": "1970-01-01 08:00:00"}, "reported_at:out_of_range"),
+        ({"completed_at": "2024-05-01 09:00:00"}, "completed_at:before_reported_at"),
+        ({"arrived_at": "2024-05-01 10:05:00"}, "arrived_at:before_dispatched_at"),
+        ({"completed_at": ""}, "completed_at:missing_for_completed"),
+        ({"paid": "maybe"}, "paid:unparseable"),
+        ({"complaint": "2"}, "complaint:unparseable"),
+    ],
+)
+def test_each_defect_is_named_by_field(override, expected):
+    rows = [good_order(0), good_order(1, **override), good_order(2)]
+    res = validate_orders(orders_frame(rows))
+    assert len(res.valid) == 2, "clean rows must survive"
+    assert expected in reasons_of(res)[1]
+    q = res.quarantine.iloc[0]
+    assert q["source_row"] == 1
+    # the original text is kept, not the parsed value
+    for k, v in override.items():
+        assert str(q[k]) == v
+
+
+def test_several_defects_in_one_row_are_all_reported():
+    row = good_order(1, rating="9", category="x", paid="perhaps")
+    res = validate_orders(orders_frame([row]))
+    assert {"rating:out_of_range", "category:bad_enum", "paid:unparseable"} <= reasons_of(res)[0]
+
+
+def test_accepts_what_real_exports_contain():
+    rows = [
+        good_order(0, reported_at="2024-05-01T10:00:00+08:00", paid="是", complaint="否"),
+        good_order(1, reported_at="2024-05-01T02:00:00Z", paid="TRUE", complaint="0"),
+        good_order(2, reported_at="2024/5/1 10:00", parts_replaced="1"),
+        good_order(3, reported_at="2024年5月1日 10:00", category=" Plumbing ", extra="kept"),
+    ]
+    res = validate_orders(orders_frame(rows))
+    assert res.quarantine.empty, res.quarantine["reason"].tolist()
+    want = pd.Timestamp("2024-05-01 10:00", tz="Asia/Shanghai")
+    assert (res.valid["reported_at"] == want).all()
+    assert res.valid["category"].tolist() == ["plumbing"] * 4
+    assert res.valid["paid"].tolist()[:2] == [True, True]
+    assert "extra" in res.valid.columns
+
+
+def test_identical_duplicates_collapse_conflicting_ones_quarantine():
+    a = good_order(1)
+    rows = [good_order(0), a, dict(a), good_order(2), good_order(2, rating="1")]
+    res = validate_orders(orders_frame(rows))
+    assert res.stats["duplicates_collapsed"] == 1
+    assert res.valid["order_id"].tolist() == ["WO000000", "WO000001"]
+    assert sorted(res.quarantine["source_row"]) == [3, 4]
+    assert all("order_id:duplicate_conflict" in r for r in res.quarantine["reason"])
+    s = res.stats
+    assert s["valid_rows"] + s["quarantined_rows"] + s["duplicates_collapsed"] == s["input_rows"]
+
+
+def test_unknown_technician_only_when_table_given():
+    rows = [good_order(0), good_order(1, technician_id="T99")]
+    techs = pd.DataFrame({"technician_id": ["T01"]})
+    assert validate_orders(orders_frame(rows)).quarantine.empty
+    res = validate_orders(orders_frame(rows), techs)
+    assert reasons_of(res) == {1: {"technician_id:unknown"}}
+
+
+def test_missing_required_column_is_a_file_error():
+    df = orders_frame([good_order(0)]).drop(columns=["category"])
+    with pytest.raises(ContractError, match="category"):
+        validate_orders(df)
+
+
+def test_optional_columns_may_be_absent():
+    df = orders_frame([good_order(0)]).drop(columns=["rating", "paid", "parent_order_id"])
+    res = validate_orders(df)
+    assert len(res.valid) == 1 and res.valid["rating"].isna().all()
+
+
+def test_typed_parquet_input(tmp_path):
+    res = validate_orders(orders_frame([good_order(i) for i in range(3)]))
+    path = tmp_path / "orders.parquet"
+    res.valid.drop(columns=["source_row"]).to_parquet(path)
+    raw, bad = read_raw_table(path)
+    again = validate_orders(raw)
+    assert again.quarantine.empty and not bad
+    pd.testing.assert_series_equal(again.valid["reported_at"], res.valid["reported_at"])
+    assert again.valid["rating"].tolist() == [5, 5, 5]
+
+
+def test_technicians_certifications():
+    raw = pd.DataFrame(
+        {
+            "technician_id": ["T1", "T2", "T3"],
+            "certifications": ["plumbing;electrical", "plumbing;wizardry", ""],
+            "employment": ["in_house", "subcontractor", "freelance"],
+            "hire_date": ["2020-01-01", "2021/3/4", "soon"],
+        }
+    )
+    res = validate_table(raw, __import__("models.schemas").schemas.TECHNICIANS)
+    assert res.valid["technician_id"].tolist() == ["T1"]
+    r = dict(zip(res.quarantine["technician_id"], res.quarantine["reason"], strict=True))
+    assert "certifications:bad_enum" in r["T2"]
+    assert "employment:bad_enum" in r["T3"] and "hire_date:unparseable" in r["T3"]
+
+
+# --------------------------------------------------------------------- files and encodings
+
+
+def _write_csv(path, rows, encoding):
+    orders_frame(rows).to_csv(path, index=False, encoding=encoding)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk"])
+def test_encodings_are_detected(tmp_path, encoding):
+    path = tmp_path / "o.csv"
+    _write_csv(path, [good_order(i) for i in range(3)], encoding)
+    raw, _ = read_raw_table(path)
+    assert raw.columns[0] == "order_id"
+    res = validate_orders(raw)
+    assert res.quarantine.empty
+    assert res.valid["description"].iloc[0] == "厨房水管漏水，麻烦尽快来修"
+
+
+def test_ragged_csv_lines_are_quarantined_not_lost(tmp_path):
+    path = tmp_path / "o.csv"
+    _write_csv(path, [good_order(i) for i in range(3)], "utf-8")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2] + ",surplus,fields"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    raw, bad = read_raw_table(path)
+    res = validate_orders(raw, bad_rows=bad)
+    assert len(res.valid) == 2
+    assert res.quarantine["source_row"].tolist() == [1]
+    assert "row:field_count" in res.quarantine["reason"].iloc[0]
+
+
+def test_cli_validate_writes_outputs_and_metrics(tmp_path):
+    path = tmp_path / "o.csv"
+    _write_csv(path, [good_order(0), good_order(1, rating="7")], "utf-8")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["validate", "--orders", str(path), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "orders.parquet").exists()
+    q = pd.read_csv(out / "quarantine.csv", dtype=str)
+    assert q["reason"].tolist() == ["rating:out_of_range"] and q["source_row"].tolist() == ["1"]
+    m = json.loads((out / "validation_metrics.json").read_text())
+    assert m["orders"]["valid_rows"] == 1 and m["orders"]["quarantined_rows"] == 1
+
+
+def test_cli_validate_unusable_file_exits_nonzero(tmp_path):
+    path = tmp_path / "o.csv"
+    orders_frame([good_order(0)]).drop(columns=["priority"]).to_csv(path, index=False)
+    r = CliRunner().invoke(app, ["validate", "--orders", str(path), "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0
+    assert "priority" in r.output
+    r = CliRunner().invoke(
+        app, ["validate", "--orders", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x")]
+    )
+    assert r.exit_code != 0 and "no such file" in r.output
+
+
+# --------------------------------------------------------------------- property-based
+
+_cell = st.one_of(
+    st.just(""),
+    st.text(max_size=12),
+    st.sampled_from(["NaN", "null", "是", "否", "-1", "1e309", "2024-13-40", "０", "\ufeff"]),
+    st.integers(-(10**12), 10**12).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.datetimes().map(lambda d: d.isoformat()),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.fixed_dictionaries({}, optional={c: _cell for c in ORDERS.names}),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_malformed_rows_never_crash_never_vanish(mutations):
+    rows = [good_order(i) for i in range(8)]
+    for i, m in enumerate(mutations):
+        rows[i % 8] = {**rows[i % 8], **m}
+    res = validate_orders(orders_frame(rows))
+    s = res.stats
+    assert s["valid_rows"] + s["quarantined_rows"] + s["duplicates_collapsed"] == 8
+    seen = set(res.valid["source_row"]) | set(res.quarantine["source_row"])
+    assert len(seen) == 8 - s["duplicates_collapsed"]
+    assert all(isinstance(r, str) and r for r in res.quarantine["reason"])
+    # every quarantined row keeps its original cells
+    for r in res.quarantine.itertuples():
+        orig = rows[r.source_row]
+        assert all(getattr(r, c) == orig[c] for c in ("order_id", "rating", "reported_at"))
+    # rows the mutations did not touch stay valid, unless a mutated row took their order_id
+    touched = {i % 8 for i in range(len(mutations))}
+    ids = [r["order_id"] for r in rows]
+    for i in set(range(8)) - touched:
+        if ids.count(ids[i]) == 1:
+            assert i in set(res.valid["source_row"])
