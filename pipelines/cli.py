@@ -32,6 +32,61 @@ def _main(
     )
 
 
+def _fail(message: str) -> None:
+    """Print a clear error and exit non-zero (no traceback for a user mistake)."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=2)
+
+
+@app.command("validate")
+def validate_cmd(
+    orders: Annotated[Path, typer.Option("--orders", help="Orders file (CSV or Parquet).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    technicians: Annotated[
+        Optional[Path], typer.Option("--technicians", help="Technicians file (optional).")
+    ] = None,
+    units: Annotated[Optional[Path], typer.Option("--units", help="Units file (optional).")] = None,
+    encoding: Annotated[
+        Optional[str],
+        typer.Option("--encoding", help="Force a CSV encoding (default: UTF-8/BOM, then GBK)."),
+    ] = None,
+) -> None:
+    """Validate contract files: typed orders.parquet plus quarantine.csv with reasons."""
+    from models.validation import ContractError
+    from pipelines.io import UnreadableFileError
+    from pipelines.validate import validate_files
+
+    try:
+        metrics = validate_files(orders, out, technicians, units, encoding)
+    except (ContractError, UnreadableFileError) as e:
+        _fail(str(e))
+    for table, st in metrics.items():
+        typer.echo(
+            f"{table}: {st['input_rows']} rows -> {st['valid_rows']} valid, "
+            f"{st['quarantined_rows']} quarantined, {st['duplicates_collapsed']} duplicates collapsed"
+        )
+    typer.echo(f"outputs in {out}/ (orders.parquet, quarantine.csv, validation_metrics.json)")
+
+
+@app.command("label")
+def label_cmd(
+    orders: Annotated[Path, typer.Option("--orders", help="Validated orders.parquet.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    params: Annotated[Path, typer.Option("--params", help="params.yaml with a label: block.")] = Path(
+        "params.yaml"
+    ),
+) -> None:
+    """Attach rework and dissatisfaction labels (censored orders stay unlabelled)."""
+    from pipelines.label import label_file
+
+    stats = label_file(orders, out, params)
+    typer.echo(
+        f"rework: {stats['rework_labelled']} labelled ({stats['rework_rate']:.1%} positive), "
+        f"{stats['rework_censored']} censored; dissatisfied: {stats['dissatisfied_labelled']} "
+        f"labelled ({stats['dissatisfied_rate']:.1%}), {stats['dissatisfied_from_comment']} from comments"
+    )
+
+
 def main() -> None:
     """Entry point for ``python -m pipelines.cli``."""
     app()
