@@ -1,0 +1,763 @@
+"""As-of features: one builder for training, batch scoring and the API.
+
+Every feature of an order is computed *as of its completion* from what was known then:
+
+* the order's own facts up to ``completed_at`` (never its outcome columns, see
+  :data:`models.schemas.OUTCOME_COLUMNS`);
+* counts over *earlier* orders, each event counted from the moment it became known: a report at
+  ``reported_at``, a completion at ``completed_at``, a rating / comment / complaint at
+  ``completed_at + followup_delay``, a rework at the report of the repeat order and a non-rework
+  only once its window has closed (``rework_known_at`` from :mod:`models.labels`).
+
+Why one event index instead of rolling windows: all history statistics reduce to "how many events
+(and what sum of values) with key *k* happened in ``[t - w, t)``". :class:`EventIndex` answers
+that with two ``searchsorted`` calls on a sorted composite key, vectorised over any number of
+queries, so training on 1M orders and scoring a single order against a stored history use the
+same code path: build a :class:`History` once (``build_history``), then call
+:func:`features_for` per batch; the cost per query is a few binary searches.
+
+Self-exclusion is by time, not by id: report-based counts are queried at the order's own
+``reported_at`` and completion/outcome-based ones at its ``completed_at``, both strictly before.
+Whether the scored order is part of the history frame or not (API) therefore gives the same
+features.
+
+Target-derived encodings (technician / resident / community / category rates) are as-of by
+construction: they only use labels known strictly before the order's completion and never the
+order's own label, which is the time-series form of cross-fitting. They are shrunk toward the
+as-of global rate with a pseudo-count so that new technicians do not get extreme rates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from models.labels import LabelConfig, label_orders
+from models.schemas import AREA_TYPES, CATEGORIES, CHANNELS, ORDERS, PRIORITIES, TIMEZONE
+
+#: ``text_scorer(texts) -> P(positive)`` per text; the sentiment component plugs in here.
+TextScorer = Callable[[Sequence[str]], np.ndarray]
+
+_EPOCH = pd.Timestamp(0, tz="UTC")
+_SECOND = pd.Timedelta(seconds=1)
+_DAY = 86400.0
+_HOUR = 3600.0
+#: Bits reserved for seconds in the composite (key, time) sort key: 2**34 s is ~544 years.
+_TIME_BITS = 34
+
+#: Categorical feature columns and their fixed levels (from the contract, so that training and
+#: scoring agree on the codes without storing a fitted vocabulary).
+CATEGORICAL_LEVELS: dict[str, tuple[str, ...]] = {
+    "category": CATEGORIES,
+    "priority": PRIORITIES,
+    "channel": CHANNELS,
+    "area_type": AREA_TYPES,
+}
+
+
+@dataclass(frozen=True)
+class TextCues:
+    """Keyword cues in Chinese descriptions; each list becomes a 0/1 feature ``cue_<name>``.
+
+    A simple, transparent stand-in until the sentiment component's aspect tags are wired in;
+    the words are what residents write when a problem recurs, is urgent, or they are annoyed.
+    """
+
+    repeat: tuple[str, ...] = (
+        "又",
+        "再次",
+        "还是",
+        "反复",
+        "第二次",
+        "上次",
+        "没修好",
+        "老问题",
+        "仍然",
+    )
+    urgent: tuple[str, ...] = ("严重", "急", "马上", "赶紧", "淹", "冒烟", "漏电", "困人")
+    annoyed: tuple[str, ...] = ("投诉", "不满", "太慢", "没人", "一直没", "多次", "催", "差")
+    positive: tuple[str, ...] = (
+        "满意",
+        "谢谢",
+        "感谢",
+        "很好",
+        "及时",
+        "专业",
+        "不错",
+        "认真",
+        "辛苦",
+    )
+    negative: tuple[str, ...] = (
+        "不满意",
+        "差",
+        "太慢",
+        "敷衍",
+        "没修好",
+        "态度",
+        "投诉",
+        "垃圾",
+        "失望",
+    )
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Parameters of the as-of features (``params.yaml: features``).
+
+    Attributes
+    ----------
+    followup_delay_hours
+        A rating / comment / complaint is known this long after completion (回访 delay).
+    rework_window_days
+        Rework window of the labels used for past orders' outcomes (same as ``label``).
+    history_windows_days
+        Look-back windows of the unit and resident order counts.
+    recent_days
+        Window of the as-of global / category rates (short enough to follow a drifting base
+        rate, long enough to be stable).
+    prior_strength
+        Pseudo-count of the shrinkage of per-technician / resident / community rates toward
+        the as-of global rate.
+    workload_hours
+        Window of the community and technician workload counts.
+    arrival_sla_hours
+        Response SLA per priority (上门时限): arrival later than this is overdue.
+    night_start_hour, night_end_hour
+        Local hours counted as night (reports at night get slower, angrier service).
+    cues
+        Keyword cues of the description.
+    """
+
+    followup_delay_hours: float = 72.0
+    rework_window_days: float = 30.0
+    history_windows_days: tuple[int, ...] = (30, 90, 365)
+    recent_days: float = 90.0
+    prior_strength: float = 20.0
+    workload_hours: float = 24.0
+    arrival_sla_hours: dict[str, float] = field(
+        default_factory=lambda: {"normal": 24.0, "urgent": 4.0, "emergency": 1.0}
+    )
+    night_start_hour: int = 22
+    night_end_hour: int = 7
+    cues: TextCues = field(default_factory=TextCues)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> FeatureConfig:
+        """Build from a ``params.yaml`` block, ignoring unknown keys would hide typos: refuse."""
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown feature parameters: {sorted(unknown)}")
+        if "history_windows_days" in d:
+            d["history_windows_days"] = tuple(int(x) for x in d["history_windows_days"])
+        if "cues" in d and isinstance(d["cues"], dict):
+            d["cues"] = TextCues(**{k: tuple(v) for k, v in d["cues"].items()})
+        return cls(**d)
+
+    def label_config(self) -> LabelConfig:
+        """The label windows the history's outcomes are derived with."""
+        return LabelConfig(
+            rework_window_days=self.rework_window_days,
+            followup_delay_hours=self.followup_delay_hours,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Typing helpers
+# --------------------------------------------------------------------------------------------
+
+
+def coerce_orders(orders: pd.DataFrame) -> pd.DataFrame:
+    """Return typed contract orders (idempotent on frames ``models.validation`` produced).
+
+    Why here: the pyfunc model and ``mlflow models serve`` receive JSON, where timestamps are
+    strings; this gives them the typed-orders format without rejecting rows (validation's job).
+    Missing optional columns are added as NA.
+    """
+    out = orders.copy()
+    for c in ORDERS.columns:
+        if c.name not in out:
+            out[c.name] = pd.NA
+        s = out[c.name]
+        if c.dtype == "timestamp":
+            if not isinstance(s.dtype, pd.DatetimeTZDtype):
+                s = pd.to_datetime(s, errors="coerce", format="ISO8601")
+                s = s.dt.tz_localize(TIMEZONE) if s.dt.tz is None else s.dt.tz_convert(TIMEZONE)
+            out[c.name] = s
+        elif c.dtype == "bool":
+            if str(s.dtype) != "boolean":
+                m = s.map(
+                    lambda v: (
+                        v
+                        if isinstance(v, bool | np.bool_)
+                        else {"true": True, "1": True, "false": False, "0": False}.get(
+                            str(v).strip().lower(), pd.NA
+                        )
+                        if v is not None and not (isinstance(v, float) and np.isnan(v))
+                        else pd.NA
+                    )
+                )
+                s = m.astype("boolean")
+            out[c.name] = s
+        elif c.dtype == "int":
+            out[c.name] = pd.to_numeric(s, errors="coerce").round().astype("Int64")
+        elif c.dtype == "float":
+            out[c.name] = pd.to_numeric(s, errors="coerce").astype("float64")
+        else:
+            out[c.name] = s.astype("string")
+    return out
+
+
+def _secs(s: pd.Series) -> np.ndarray:
+    """Seconds since the epoch (UTC) as float, NaN for missing: unit-agnostic and tz-safe."""
+    if not isinstance(s.dtype, pd.DatetimeTZDtype):
+        s = pd.to_datetime(s).dt.tz_localize(TIMEZONE)
+    return ((s - _EPOCH) / _SECOND).to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _str(s: pd.Series) -> np.ndarray:
+    """Object array of strings with ``None`` for missing (fast factorize / lookup input)."""
+    return s.astype("string").to_numpy(dtype=object, na_value=None)
+
+
+def _bool(s: pd.Series) -> np.ndarray:
+    """Float 1/0/NaN of a nullable boolean column."""
+    return s.astype("boolean").astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _num(s: pd.Series) -> np.ndarray:
+    return (
+        pd.to_numeric(s, errors="coerce")
+        .astype("Float64")
+        .to_numpy(dtype="float64", na_value=np.nan)
+    )
+
+
+def _contains_any(texts: pd.Series, words: Sequence[str]) -> np.ndarray:
+    """0/1 whether each text contains any of ``words`` (one regex pass, NA → 0)."""
+    if not words:
+        return np.zeros(len(texts))
+    pat = "|".join(re.escape(w) for w in words)
+    return texts.astype("string").str.contains(pat, regex=True).fillna(False).to_numpy(dtype=float)
+
+
+def lexicon_sentiment(texts: Sequence[str] | pd.Series, cues: TextCues | None = None) -> np.ndarray:
+    """P(positive) of texts from cue-word counts: the fallback when no text model is given.
+
+    Laplace-smoothed share of positive cue hits among all cue hits, 0.5 with no cue; NaN for
+    missing texts. Crude, but monotone in what residents write, and dependency-free.
+    """
+    cues = cues or TextCues()
+    s = pd.Series(texts, dtype="string")
+    pos = sum(s.str.count(re.escape(w)).fillna(0) for w in cues.positive)
+    neg = sum(s.str.count(re.escape(w)).fillna(0) for w in cues.negative)
+    p = (np.asarray(pos, dtype=float) + 1.0) / (np.asarray(pos + neg, dtype=float) + 2.0)
+    p[s.isna().to_numpy()] = np.nan
+    return p
+
+
+def _score_texts(texts: pd.Series, scorer: TextScorer | None, cues: TextCues) -> np.ndarray:
+    """Apply the text scorer to the non-missing texts only (models are slow; NA stays NaN)."""
+    out = np.full(len(texts), np.nan)
+    present = texts.notna().to_numpy()
+    if not present.any():
+        return out
+    vals = texts[present].astype(str).tolist()
+    out[present] = np.asarray(
+        scorer(vals) if scorer is not None else lexicon_sentiment(vals, cues), dtype=float
+    )
+    return out
+
+
+_HOLIDAY_CACHE: dict[object, tuple[float, float]] = {}
+
+
+def _calendar_flags(local_dates: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(is_holiday, is_offday) per date from ``chinesecalendar``.
+
+    Holidays and make-up workdays (调休) follow the State Council calendar; years the library
+    does not cover fall back to weekends, with holiday unknown (NaN), rather than failing.
+    """
+    import chinese_calendar
+
+    codes, uniq = pd.factorize(local_dates)
+    hol = np.empty(len(uniq))
+    off = np.empty(len(uniq))
+    for i, d in enumerate(uniq):
+        if d not in _HOLIDAY_CACHE:
+            try:
+                is_hol, name = chinese_calendar.get_holiday_detail(d)
+                # statutory holiday (not a plain weekend); off-day includes weekends and 调休
+                _HOLIDAY_CACHE[d] = (
+                    float(bool(is_hol) and name is not None),
+                    float(not chinese_calendar.is_workday(d)),
+                )
+            except (NotImplementedError, ValueError):
+                _HOLIDAY_CACHE[d] = (np.nan, float(d.weekday() >= 5))
+        hol[i], off[i] = _HOLIDAY_CACHE[d]
+    res_h = np.full(len(local_dates), np.nan)
+    res_o = np.full(len(local_dates), np.nan)
+    ok = codes >= 0
+    res_h[ok] = hol[codes[ok]]
+    res_o[ok] = off[codes[ok]]
+    return res_h, res_o
+
+
+# --------------------------------------------------------------------------------------------
+# Event index
+# --------------------------------------------------------------------------------------------
+
+
+class EventIndex:
+    """Events (key, time, values) sorted once; windowed counts and sums per query in O(log n).
+
+    Parameters
+    ----------
+    keys
+        Non-negative integer key per event (rows with a negative key or NaN time are dropped).
+    times
+        Event time in epoch seconds.
+    values
+        Named value arrays to sum (e.g. ``pos`` for a rework label); count is always available.
+    """
+
+    def __init__(
+        self, keys: np.ndarray, times: np.ndarray, values: dict[str, np.ndarray] | None = None
+    ):
+        keys = np.asarray(keys, dtype=np.int64)
+        times = np.asarray(times, dtype=float)
+        ok = (keys >= 0) & ~np.isnan(times)
+        vals = {k: np.nan_to_num(np.asarray(v, dtype=float)[ok]) for k, v in (values or {}).items()}
+        comp = (keys[ok] << _TIME_BITS) + np.clip(times[ok], 0, None).astype(np.int64)
+        order = np.argsort(comp, kind="stable")
+        self.comp = comp[order]
+        self.times = np.clip(times[ok][order], 0, None).astype(np.int64)
+        self.cum = {k: np.concatenate([[0.0], np.cumsum(v[order])]) for k, v in vals.items()}
+
+    def _pos(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+        t = np.clip(np.nan_to_num(times, nan=0.0), 0, None).astype(np.int64)
+        return np.searchsorted(self.comp, (keys << _TIME_BITS) + t, side="left")
+
+    def query(
+        self, keys: np.ndarray, times: np.ndarray, window_s: float | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Count and value sums of events with the query's key and time in ``[t - w, t)``.
+
+        Queries with an unknown key (negative) or missing time get count 0 (and NaN sums are
+        avoided: sums are 0 too), which is what "no history" means.
+        """
+        keys = np.asarray(keys, dtype=np.int64)
+        times = np.asarray(times, dtype=float)
+        bad = (keys < 0) | np.isnan(times)
+        k = np.where(bad, 0, keys)
+        hi = self._pos(k, times)
+        lo = (
+            np.searchsorted(self.comp, k << _TIME_BITS, side="left")
+            if window_s is None
+            else self._pos(k, times - window_s)
+        )
+        lo = np.minimum(lo, hi)
+        count = np.where(bad, 0, hi - lo).astype(float)
+        sums = {name: np.where(bad, 0.0, c[hi] - c[lo]) for name, c in self.cum.items()}
+        return count, sums
+
+    def last_time(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Time of the latest event with the key strictly before each query time (NaN if none)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        times = np.asarray(times, dtype=float)
+        bad = (keys < 0) | np.isnan(times)
+        k = np.where(bad, 0, keys)
+        hi = self._pos(k, times)
+        start = np.searchsorted(self.comp, k << _TIME_BITS, side="left")
+        has = (hi > start) & ~bad
+        out = np.full(len(keys), np.nan)
+        out[has] = self.times[hi[has] - 1]
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# History state
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """Everything the features need from past orders, indexed for cheap as-of lookups.
+
+    Built once from a history of contract orders (``build_history``); then
+    :func:`features_for` scores any batch of orders against it. The API keeps one in memory.
+    """
+
+    config: FeatureConfig
+    vocab: dict[str, pd.Index]
+    events: dict[str, EventIndex]
+    technicians: pd.DataFrame | None
+    units: pd.DataFrame | None
+    text_scorer: TextScorer | None = None
+
+
+def _codes(values: np.ndarray, vocab: pd.Index) -> np.ndarray:
+    """Integer code of each value in ``vocab`` (-1 for missing or unknown)."""
+    return vocab.get_indexer(pd.Index(values, dtype=object)).astype(np.int64)
+
+
+def _pair(a: np.ndarray, b: np.ndarray, nb: int) -> np.ndarray:
+    """Combine two code arrays into one key (-1 where either is unknown)."""
+    return np.where((a < 0) | (b < 0), -1, a * nb + b)
+
+
+def build_history(
+    orders: pd.DataFrame,
+    *,
+    technicians: pd.DataFrame | None = None,
+    units: pd.DataFrame | None = None,
+    config: FeatureConfig | None = None,
+    text_scorer: TextScorer | None = None,
+) -> History:
+    """Index a history of typed contract orders for as-of feature lookups.
+
+    Labels of the history are derived here with :func:`models.labels.label_orders`, keeping
+    only their *known-at* times: the label value at the data's end is never used, so orders
+    reported later cannot change what an earlier query sees.
+    """
+    cfg = config or FeatureConfig()
+    lab = label_orders(orders, cfg.label_config())
+    vocab = {
+        name: pd.Index(pd.unique(_str(orders[name])[orders[name].notna().to_numpy()]))
+        for name in ("unit_id", "technician_id", "resident_id", "community_id")
+    }
+    ncat = len(CATEGORIES)
+    cat = _codes(_str(orders["category"]), pd.Index(CATEGORIES))
+    unit = _codes(_str(orders["unit_id"]), vocab["unit_id"])
+    tech = _codes(_str(orders["technician_id"]), vocab["technician_id"])
+    res = _codes(_str(orders["resident_id"]), vocab["resident_id"])
+    comm = _codes(_str(orders["community_id"]), vocab["community_id"])
+    unit_cat = _pair(unit, cat, ncat)
+    zero = np.zeros(len(orders), dtype=np.int64)
+
+    status = _str(orders["status"])
+    live = status != "cancelled"
+    completed = (status == "completed") & orders["completed_at"].notna().to_numpy()
+    t_rep = np.where(live, _secs(orders["reported_at"]), np.nan)
+    t_arr = _secs(orders["arrived_at"])
+    t_done = np.where(completed, _secs(orders["completed_at"]), np.nan)
+
+    # rework outcome of past orders: a positive is known at the repeat's report; rates use only
+    # orders whose window has closed (t_closed), because counting early-known positives with
+    # not-yet-known negatives would inflate every recent rate
+    rw_known = np.where(completed, _secs(lab["rework_known_at"]), np.nan)
+    rw_pos = lab["rework_order_id"].notna().to_numpy(dtype=float)
+    t_closed = t_done + cfg.rework_window_days * _DAY
+    rw_pos_known = np.where(rw_pos > 0, rw_known, np.nan)
+    # dissatisfaction / rating / comment / complaint: known after the follow-up delay
+    t_follow = t_done + cfg.followup_delay_hours * _HOUR
+    ds = lab["dissatisfied"].to_numpy(dtype=float)
+    ds_known = np.where(np.isnan(ds), np.nan, t_follow)
+    rating = _num(orders["rating"])
+    complaint = np.nan_to_num(_bool(orders["complaint"]))
+    comment_sent = _score_texts(orders["feedback_comment"], text_scorer, cfg.cues)
+    urge = _num(orders["urge_count"])
+    arrival_h = (t_arr - _secs(orders["reported_at"])) / _HOUR
+    repair_h = (t_done - t_arr) / _HOUR
+
+    ev: dict[str, EventIndex] = {}
+    ev["unit_cat_report"] = EventIndex(unit_cat, t_rep)
+    ev["unit_report"] = EventIndex(unit, t_rep)
+    ev["unit_cat_done"] = EventIndex(unit_cat, t_done)
+    ev["unit_rework"] = EventIndex(unit, rw_pos_known)
+    ev["unit_cat_rework"] = EventIndex(unit_cat, rw_pos_known)
+    ev["tech_done"] = EventIndex(tech, t_done)
+    ev["tech_rework"] = EventIndex(tech, t_closed, {"pos": rw_pos})
+    ev["tech_recent_rework"] = EventIndex(tech, rw_pos_known)
+    ev["tech_cat_rework"] = EventIndex(_pair(tech, cat, ncat), t_closed, {"pos": rw_pos})
+    ev["tech_dissat"] = EventIndex(tech, ds_known, {"pos": ds})
+    ev["res_report"] = EventIndex(res, t_rep)
+    ev["res_done"] = EventIndex(res, t_done, {"urge": urge, "has_urge": ~np.isnan(urge)})
+    ev["res_dissat"] = EventIndex(res, ds_known, {"pos": ds})
+    ev["res_rating"] = EventIndex(np.where(np.isnan(rating), -1, res), t_follow, {"rating": rating})
+    ev["res_complaint"] = EventIndex(res, t_follow, {"complaint": complaint})
+    ev["res_comment"] = EventIndex(
+        np.where(np.isnan(comment_sent), -1, res), t_follow, {"sent": comment_sent}
+    )
+    ev["comm_report"] = EventIndex(comm, t_rep)
+    ev["comm_dissat"] = EventIndex(comm, ds_known, {"pos": ds})
+    ev["comm_rework"] = EventIndex(comm, t_closed, {"pos": rw_pos})
+    ev["global_rework"] = EventIndex(zero, t_closed, {"pos": rw_pos})
+    ev["global_dissat"] = EventIndex(zero, ds_known, {"pos": ds})
+    ev["cat_rework"] = EventIndex(cat, t_closed, {"pos": rw_pos})
+    ev["cat_arrival"] = EventIndex(np.where(np.isnan(arrival_h), -1, cat), t_arr, {"h": arrival_h})
+    ev["cat_repair"] = EventIndex(np.where(np.isnan(repair_h), -1, cat), t_done, {"h": repair_h})
+
+    techs = None
+    if technicians is not None and len(technicians):
+        techs = technicians.drop_duplicates("technician_id").set_index(
+            technicians["technician_id"].drop_duplicates().astype(str).to_numpy()
+        )
+    unit_tab = None
+    if units is not None and len(units):
+        unit_tab = units.drop_duplicates("unit_id").set_index(
+            units["unit_id"].drop_duplicates().astype(str).to_numpy()
+        )
+    return History(cfg, vocab, ev, techs, unit_tab, text_scorer)
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------
+
+
+def _shrunk(pos: np.ndarray, n: np.ndarray, prior: np.ndarray, m: float) -> np.ndarray:
+    """Rate shrunk toward ``prior`` with pseudo-count ``m``: (pos + m·prior) / (n + m)."""
+    return (pos + m * prior) / (n + m)
+
+
+def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
+    """Features of ``orders`` (typed, completed) as of each one's ``completed_at``.
+
+    Parameters
+    ----------
+    history
+        Indexed past orders; may or may not contain ``orders`` themselves (same result).
+    orders
+        The orders to score. Their outcome columns are never read.
+
+    Returns
+    -------
+    DataFrame indexed like ``orders`` with ``order_id`` and one column per feature
+    (categoricals as ``pandas.Categorical`` with the contract's levels).
+    """
+    cfg = history.config
+    ev = history.events
+    n = len(orders)
+    f: dict[str, np.ndarray | pd.Series] = {}
+    ncat = len(CATEGORIES)
+
+    t_rep = _secs(orders["reported_at"])
+    t_dis = _secs(orders["dispatched_at"])
+    t_arr = _secs(orders["arrived_at"])
+    t_done = _secs(orders["completed_at"])
+    cat_s = _str(orders["category"])
+    cat = _codes(cat_s, pd.Index(CATEGORIES))
+    unit = _codes(_str(orders["unit_id"]), history.vocab["unit_id"])
+    tech_ids = _str(orders["technician_id"])
+    tech = _codes(tech_ids, history.vocab["technician_id"])
+    res = _codes(_str(orders["resident_id"]), history.vocab["resident_id"])
+    comm = _codes(_str(orders["community_id"]), history.vocab["community_id"])
+    unit_cat = _pair(unit, cat, ncat)
+    zero = np.zeros(n, dtype=np.int64)
+    has_res = orders["resident_id"].notna().to_numpy()
+    has_tech = orders["technician_id"].notna().to_numpy()
+
+    # ---- order facts --------------------------------------------------------------------
+    for col, levels in CATEGORICAL_LEVELS.items():
+        f[col] = pd.Categorical(_str(orders[col]), categories=list(levels))
+    rep_local = orders["reported_at"].dt.tz_convert(TIMEZONE)
+    done_local = orders["completed_at"].dt.tz_convert(TIMEZONE)
+    rep_hour = rep_local.dt.hour.to_numpy(dtype=float, na_value=np.nan)
+    f["report_hour"] = rep_hour
+    f["report_night"] = (
+        (rep_hour >= cfg.night_start_hour) | (rep_hour < cfg.night_end_hour)
+    ).astype(float)
+    f["report_weekday"] = rep_local.dt.day_of_week.to_numpy(dtype=float, na_value=np.nan)
+    hol, off = _calendar_flags(rep_local.dt.date)
+    f["report_holiday"] = hol
+    f["report_offday"] = off
+    f["complete_hour"] = done_local.dt.hour.to_numpy(dtype=float, na_value=np.nan)
+    f["linked_rework"] = orders["parent_order_id"].notna().to_numpy(dtype=float)
+
+    dispatch_h = (t_dis - t_rep) / _HOUR
+    arrival_h = (t_arr - t_rep) / _HOUR
+    repair_h = (t_done - t_arr) / _HOUR
+    f["dispatch_hours"] = dispatch_h
+    f["arrival_hours"] = arrival_h
+    f["repair_hours"] = repair_h
+    f["total_hours"] = (t_done - t_rep) / _HOUR
+    sla = pd.Series(_str(orders["priority"])).map(cfg.arrival_sla_hours).to_numpy(dtype=float)
+    f["arrival_sla_ratio"] = arrival_h / sla
+    f["arrival_overdue"] = np.where(np.isnan(arrival_h), np.nan, (arrival_h > sla).astype(float))
+    recent = cfg.recent_days * _DAY
+    c_arr, s_arr = ev["cat_arrival"].query(cat, t_arr, recent)  # own arrival excluded
+    c_rep, s_rep = ev["cat_repair"].query(cat, t_done, recent)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["arrival_vs_category"] = arrival_h / (s_arr["h"] / c_arr)
+        f["repair_vs_category"] = repair_h / (s_rep["h"] / c_rep)
+    f["urge_count"] = _num(orders["urge_count"])
+    f["parts_replaced"] = _bool(orders["parts_replaced"])
+    f["paid"] = _bool(orders["paid"])
+    f["cost_yuan"] = _num(orders["cost_yuan"])
+
+    # ---- description ------------------------------------------------------------------------
+    desc = orders["description"].astype("string")
+    f["desc_len"] = desc.str.len().to_numpy(dtype=float, na_value=np.nan)
+    for name in ("repeat", "urgent", "annoyed"):
+        f[f"cue_{name}"] = _contains_any(desc, getattr(cfg.cues, name))
+    f["desc_sentiment"] = _score_texts(desc, history.text_scorer, cfg.cues)
+
+    # ---- global / category as-of rates (priors; follow drift) -------------------------------
+    g_n, g_s = ev["global_rework"].query(zero, t_done, recent)
+    prior_rw = (g_s["pos"] + 1.0) / (g_n + 2.0)
+    gd_n, gd_s = ev["global_dissat"].query(zero, t_done, recent)
+    prior_ds = (gd_s["pos"] + 1.0) / (gd_n + 2.0)
+    f["global_rework_rate"] = prior_rw
+    f["global_dissat_rate"] = prior_ds
+    m = cfg.prior_strength
+    cn, cs = ev["cat_rework"].query(cat, t_done, recent)
+    f["category_rework_rate"] = _shrunk(cs["pos"], cn, prior_rw, m)
+
+    # ---- unit history -----------------------------------------------------------------------
+    for w in cfg.history_windows_days:
+        f[f"unit_cat_orders_{w}d"] = ev["unit_cat_report"].query(unit_cat, t_rep, w * _DAY)[0]
+    f["unit_orders_365d"] = ev["unit_report"].query(unit, t_rep, 365 * _DAY)[0]
+    last_rep = ev["unit_cat_report"].last_time(unit_cat, t_rep)
+    last_done = ev["unit_cat_done"].last_time(unit_cat, t_rep)
+    f["days_since_unit_cat_report"] = (t_rep - last_rep) / _DAY
+    f["days_since_unit_cat_done"] = (t_rep - last_done) / _DAY
+    f["unit_reworks_365d"] = ev["unit_rework"].query(unit, t_done, 365 * _DAY)[0]
+    f["unit_cat_reworks_365d"] = ev["unit_cat_rework"].query(unit_cat, t_done, 365 * _DAY)[0]
+
+    # ---- technician track record ------------------------------------------------------------
+    f["tech_orders"] = ev["tech_done"].query(tech, t_done)[0]
+    f["tech_orders_workload"] = ev["tech_done"].query(tech, t_done, cfg.workload_hours * _HOUR)[0]
+    tn, ts = ev["tech_rework"].query(tech, t_done)
+    f["tech_rework_known"] = tn
+    f["tech_rework_rate"] = _shrunk(ts["pos"], tn, prior_rw, m)
+    f["tech_recent_reworks"] = ev["tech_recent_rework"].query(
+        tech, t_done, cfg.rework_window_days * _DAY
+    )[0]
+    tcn, tcs = ev["tech_cat_rework"].query(_pair(tech, cat, ncat), t_done)
+    f["tech_cat_rework_rate"] = _shrunk(tcs["pos"], tcn, f["category_rework_rate"], m)
+    dn, dsum = ev["tech_dissat"].query(tech, t_done)
+    f["tech_dissat_rate"] = _shrunk(dsum["pos"], dn, prior_ds, m)
+    for k in ("tech_rework_rate", "tech_cat_rework_rate", "tech_dissat_rate"):
+        f[k] = np.where(has_tech, f[k], np.nan)
+
+    certified = np.full(n, np.nan)
+    tenure = np.full(n, np.nan)
+    subcontractor = np.full(n, np.nan)
+    if history.technicians is not None:
+        tt = history.technicians.reindex(pd.Index(tech_ids, dtype=object))
+        if "certifications" in tt:
+            certs = tt["certifications"].astype("string").fillna("").to_numpy(dtype=object)
+            known = tt["technician_id"].notna().to_numpy()
+            certified = np.array(
+                [
+                    (c in str(cs_).split(";")) if k else np.nan
+                    for c, cs_, k in zip(cat_s, certs, known, strict=True)
+                ],
+                dtype=float,
+            )
+        if "hire_date" in tt:
+            hire = pd.to_datetime(tt["hire_date"], errors="coerce")
+            if getattr(hire.dt, "tz", None) is None:
+                hire = hire.dt.tz_localize(TIMEZONE)
+            tenure = (t_done - _secs(hire)) / _DAY
+        if "employment" in tt:
+            emp = tt["employment"].astype("string")
+            subcontractor = np.where(
+                emp.isna(), np.nan, (emp == "subcontractor").fillna(False).to_numpy(dtype=float)
+            )
+    f["tech_certified"] = certified
+    f["tech_tenure_days"] = tenure
+    f["tech_subcontractor"] = subcontractor
+
+    # ---- resident history ---------------------------------------------------------------------
+    f["res_orders_365d"] = np.where(
+        has_res, ev["res_report"].query(res, t_rep, 365 * _DAY)[0], np.nan
+    )
+    rn, rs = ev["res_done"].query(res, t_done)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["res_mean_urge"] = np.where(rs["has_urge"] > 0, rs["urge"] / rs["has_urge"], np.nan)
+    rdn, rds = ev["res_dissat"].query(res, t_done)
+    f["res_dissat_known"] = np.where(has_res, rdn, np.nan)
+    f["res_dissat_rate"] = np.where(has_res, _shrunk(rds["pos"], rdn, prior_ds, m / 4), np.nan)
+    rrn, rrs = ev["res_rating"].query(res, t_done)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["res_mean_rating"] = np.where(rrn > 0, rrs["rating"] / rrn, np.nan)
+        f["res_rated_share"] = np.where(rn > 0, rrn / rn, np.nan)
+    f["res_complaints"] = np.where(
+        has_res, ev["res_complaint"].query(res, t_done)[1]["complaint"], np.nan
+    )
+    rcn, rcs = ev["res_comment"].query(res, t_done)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f["res_comment_sentiment"] = np.where(rcn > 0, rcs["sent"] / rcn, np.nan)
+
+    # ---- community --------------------------------------------------------------------------
+    f["comm_orders_workload"] = ev["comm_report"].query(comm, t_rep, cfg.workload_hours * _HOUR)[0]
+    f["comm_orders_7d"] = ev["comm_report"].query(comm, t_rep, 7 * _DAY)[0]
+    cdn, cds = ev["comm_dissat"].query(comm, t_done, 365 * _DAY)
+    f["comm_dissat_rate"] = _shrunk(cds["pos"], cdn, prior_ds, m)
+    crn, crs = ev["comm_rework"].query(comm, t_done, 365 * _DAY)
+    f["comm_rework_rate"] = _shrunk(crs["pos"], crn, prior_rw, m)
+
+    # ---- unit facts ---------------------------------------------------------------------------
+    age = np.full(n, np.nan)
+    floor = np.full(n, np.nan)
+    area = np.full(n, np.nan)
+    if history.units is not None:
+        ut = history.units.reindex(pd.Index(_str(orders["unit_id"]), dtype=object))
+        year = done_local.dt.year.to_numpy(dtype=float, na_value=np.nan)
+        if "building_year" in ut:
+            age = year - _num(ut["building_year"])
+        if "floor" in ut:
+            floor = _num(ut["floor"])
+        if "area_m2" in ut:
+            area = _num(ut["area_m2"])
+    f["building_age"] = age
+    f["floor"] = floor
+    f["area_m2"] = area
+
+    out = pd.DataFrame(f, index=orders.index)
+    out.insert(0, "order_id", orders["order_id"].astype("string").to_numpy())
+    return out
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """The model input columns of a feature frame (everything but ids, labels and bookkeeping)."""
+    skip = {"order_id", "completed_at", "split", "rework", "dissatisfied", "community_id"}
+    return [c for c in frame.columns if c not in skip and not c.startswith("_")]
+
+
+def completed_mask(orders: pd.DataFrame) -> pd.Series:
+    """Orders that can be scored: completed, with a completion time."""
+    return (orders["status"] == "completed").fillna(False) & orders["completed_at"].notna()
+
+
+def build_features(
+    orders: pd.DataFrame,
+    *,
+    technicians: pd.DataFrame | None = None,
+    units: pd.DataFrame | None = None,
+    score_mask: pd.Series | np.ndarray | None = None,
+    config: FeatureConfig | None = None,
+    text_scorer: TextScorer | None = None,
+) -> pd.DataFrame:
+    """As-of features of the completed orders in ``orders`` (optionally only ``score_mask``).
+
+    The whole of ``orders`` serves as history; each scored order only sees what was known at its
+    own completion, so scoring a batch equals scoring each order alone against its past.
+
+    Parameters
+    ----------
+    orders
+        Typed contract orders (see :func:`coerce_orders`).
+    technicians, units
+        Optional typed side tables.
+    score_mask
+        Boolean mask over ``orders`` of the orders to score (intersected with completed ones);
+        default all completed orders.
+    config
+        Feature parameters.
+    text_scorer
+        ``texts -> P(positive)``; default :func:`lexicon_sentiment`.
+    """
+    history = build_history(
+        orders, technicians=technicians, units=units, config=config, text_scorer=text_scorer
+    )
+    mask = completed_mask(orders).to_numpy(dtype=bool)
+    if score_mask is not None:
+        mask &= np.asarray(score_mask, dtype=bool)
+    return features_for(history, orders[mask])

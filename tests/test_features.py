@@ -1,0 +1,186 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.features import (
+    EventIndex,
+    FeatureConfig,
+    build_features,
+    build_history,
+    coerce_orders,
+    features_for,
+)
+from tests.synth_orders import make_orders, typed
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_orders(1500, seed=1)
+
+
+def test_event_index_windows_are_half_open():
+    idx = EventIndex(
+        np.array([0, 0, 0, 1]), np.array([10.0, 20.0, 30.0, 5.0]), {"v": np.array([1, 2, 4, 8])}
+    )
+    count, sums = idx.query(
+        np.array([0, 0, 0, 1, -1]), np.array([30.0, 31.0, 31.0, 100.0, 50.0]), None
+    )
+    assert count.tolist() == [2, 3, 3, 1, 0]
+    assert sums["v"].tolist() == [3, 7, 7, 8, 0]
+    count, _ = idx.query(np.array([0]), np.array([31.0]), window_s=15)
+    assert count.tolist() == [2]  # events at 20 and 30 in [16, 31)
+    assert idx.last_time(np.array([0, 0, 1]), np.array([25.0, 10.0, 6.0])).tolist()[0] == 20
+    assert np.isnan(idx.last_time(np.array([0]), np.array([10.0])))[0]
+
+
+def test_builds_one_row_per_completed_order(data):
+    orders, techs, units, _ = data
+    f = build_features(orders, technicians=techs, units=units)
+    done = (orders["status"] == "completed").sum()
+    assert len(f) == done
+    assert f["order_id"].is_unique
+    assert not f.index.difference(orders.index).size
+    assert set(f["category"].cat.categories) >= {"plumbing", "elevator"}
+
+
+def test_history_may_or_may_not_contain_the_scored_orders(data):
+    """The API scores a new order against a stored history: same features as in batch."""
+    orders, techs, units, _ = data
+    hist_with = build_history(orders, technicians=techs, units=units)
+    for row in orders[orders["status"] == "completed"].index[[-1, -7, -300]]:
+        one = orders.loc[[row]]
+        hist_without = build_history(orders.drop(row), technicians=techs, units=units)
+        pd.testing.assert_frame_equal(features_for(hist_with, one), features_for(hist_without, one))
+
+
+def test_past_rework_counts_only_from_its_report():
+    rows = [
+        dict(
+            order_id="A",
+            unit_id="U1",
+            reported_at="2024-03-01 08:00",
+            completed_at="2024-03-01 12:00",
+        ),
+        # B by the same technician completes before A's repeat is reported
+        dict(
+            order_id="B",
+            unit_id="U2",
+            reported_at="2024-03-05 08:00",
+            completed_at="2024-03-05 12:00",
+        ),
+        dict(
+            order_id="R",
+            unit_id="U1",
+            reported_at="2024-03-10 08:00",
+            completed_at="2024-03-10 12:00",
+            technician_id="T2",
+        ),
+        # C after the repeat's report
+        dict(
+            order_id="C",
+            unit_id="U3",
+            reported_at="2024-03-11 08:00",
+            completed_at="2024-03-11 12:00",
+        ),
+    ]
+    f = build_features(typed(rows)).set_index("order_id")
+    assert f.loc["B", "tech_recent_reworks"] == 0
+    assert f.loc["C", "tech_recent_reworks"] == 1
+    # R is a repeat on the same unit + category 9 days after A was done
+    assert f.loc["R", "unit_cat_orders_30d"] == 1
+    assert f.loc["R", "days_since_unit_cat_done"] == pytest.approx(8.833, abs=1e-3)
+
+
+def test_rating_counts_only_after_the_followup_delay():
+    rows = [
+        dict(
+            order_id="A",
+            unit_id="U1",
+            resident_id="P",
+            reported_at="2024-03-01 08:00",
+            completed_at="2024-03-01 12:00",
+            rating=1,
+            complaint=True,
+        ),
+        dict(
+            order_id="B",
+            unit_id="U1",
+            resident_id="P",
+            category="hvac",
+            reported_at="2024-03-03 08:00",
+            completed_at="2024-03-03 12:00",
+        ),
+        dict(
+            order_id="C",
+            unit_id="U1",
+            resident_id="P",
+            category="hvac",
+            reported_at="2024-03-05 08:00",
+            completed_at="2024-03-05 12:00",
+        ),
+    ]
+    f = build_features(typed(rows)).set_index("order_id")
+    assert np.isnan(f.loc["B", "res_mean_rating"])  # 48 h < 72 h
+    assert f.loc["C", "res_mean_rating"] == 1
+    assert f.loc["C", "res_complaints"] == 1
+    f24 = build_features(typed(rows), config=FeatureConfig(followup_delay_hours=24)).set_index(
+        "order_id"
+    )
+    assert f24.loc["B", "res_mean_rating"] == 1
+
+
+def test_overdue_and_calendar_facts():
+    rows = [
+        dict(
+            order_id="A",
+            unit_id="U1",
+            priority="urgent",
+            reported_at="2024-10-01 23:00",
+            arrived_at="2024-10-02 05:00",
+            completed_at="2024-10-02 06:00",
+        ),
+        dict(
+            order_id="B",
+            unit_id="U2",
+            reported_at="2024-10-08 10:00",
+            arrived_at="2024-10-08 12:00",
+            completed_at="2024-10-08 13:00",
+        ),
+    ]
+    f = build_features(typed(rows)).set_index("order_id")
+    assert f.loc["A", "arrival_overdue"] == 1 and f.loc["A", "arrival_sla_ratio"] == pytest.approx(
+        1.5
+    )
+    assert f.loc["A", "report_night"] == 1 and f.loc["A", "report_holiday"] == 1  # 国庆
+    assert f.loc["B", "arrival_overdue"] == 0 and f.loc["B", "report_holiday"] == 0
+
+
+def test_side_tables_give_certification_tenure_and_age(data):
+    orders, techs, units, _ = data
+    f = build_features(orders, technicians=techs, units=units)
+    assert f["tech_certified"].isin([0.0, 1.0]).all()
+    assert (f["tech_tenure_days"] > 0).all()
+    assert f["building_age"].between(0, 40).all()
+    g = build_features(orders)
+    assert g["tech_certified"].isna().all() and g["building_age"].isna().all()
+
+
+def test_coerce_is_idempotent_and_parses_json_like_input(data):
+    orders = data[0].head(50)
+    again = coerce_orders(orders)
+    pd.testing.assert_frame_equal(again[orders.columns], orders, check_dtype=False)
+    js = orders.astype(object).where(orders.notna(), None)
+    for c in ("reported_at", "dispatched_at", "arrived_at", "completed_at"):
+        js[c] = orders[c].dt.strftime("%Y-%m-%dT%H:%M:%S+08:00")
+    a = build_features(orders)
+    b = build_features(coerce_orders(js))
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def test_config_from_dict_refuses_unknown_keys():
+    assert FeatureConfig.from_dict({"history_windows_days": [7, 30]}).history_windows_days == (
+        7,
+        30,
+    )
+    with pytest.raises(ValueError, match="unknown"):
+        FeatureConfig.from_dict({"folowup_delay_hours": 1})
