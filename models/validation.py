@@ -10,20 +10,8 @@ Why it is shaped like this
 * Everything is derived from :mod:`models.schemas`, so a new column or enum value is declared
   once and validated everywhere (files, API, the generator's tests).
 
-Reasons are ``field:problem`` items joined with ``;``. Problems used:
-
-==========================  ================================================================
-``missing``                 a required value is empty
-``bad_enum``                not one of the contract's values
-``unparseable``             not a timestamp / number / boolean / date
-``not_integer``             a fractional value in an integer column
-``out_of_range``            outside the contract's bounds (or a timestamp before 2000)
-``before_<field>``          a lifecycle timestamp precedes an earlier stage
-``missing_for_completed``   ``status`` is completed but ``completed_at`` is empty
-``duplicate_conflict``      the same key appears with different content
-``unknown``                 ``technician_id`` not in the technicians table that was given
-``field_count``             the CSV line had a different number of fields than the header
-==========================  ================================================================
+Reasons are ``field:problem`` items joined with ``;``; the problems are listed in
+:data:`PROBLEMS` (and rendered into the contract docs).
 """
 
 from __future__ import annotations
@@ -41,6 +29,20 @@ TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1", "1.0", "是", "真", "对
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0", "0.0", "否", "假"})
 MIN_TIMESTAMP = pd.Timestamp("2000-01-01", tz=TIMEZONE)
 MAX_TIMESTAMP = pd.Timestamp("2100-01-01", tz=TIMEZONE)
+
+#: Every problem a quarantine reason can name, with its meaning (one declaration, documented).
+PROBLEMS: dict[str, str] = {
+    "missing": "a required value is empty",
+    "bad_enum": "not one of the contract's values",
+    "unparseable": "not a timestamp / number / boolean / date",
+    "not_integer": "a fractional value in an integer column",
+    "out_of_range": "outside the contract's bounds (timestamps: outside [2000, 2100))",
+    "before_<field>": "a lifecycle timestamp precedes an earlier stage's timestamp",
+    "missing_for_completed": "`status` is completed but `completed_at` is empty",
+    "duplicate_conflict": "the same key appears with different content (all copies held)",
+    "unknown": "`technician_id` is not in the technicians table that was given",
+    "field_count": "the CSV line had a different number of fields than the header (`row:`)",
+}
 
 SOURCE_ROW = "source_row"
 REASON = "reason"

@@ -1,0 +1,66 @@
+# repairqc — `make run` does everything on a fresh machine; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run pipeline test test-fast lint format docs bench lock clean
+
+help: ## List every target with one line each
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pinned dependencies (requirements.lock)
+
+pipeline: install ## Run the whole DVC pipeline on the embedded default data (dvc repro)
+	$(BIN)/dvc repro
+	@echo
+	@echo "Pipeline outputs:"
+	@echo "  data/raw/           generated contract files (orders.csv, technicians.csv, units.csv, ground_truth.parquet)"
+	@echo "  data/validated/     orders.parquet, quarantine.csv, validation_metrics.json"
+	@echo "  data/labelled/      labelled.parquet, label_metrics.json"
+	@$(BIN)/dvc metrics show 2>/dev/null || true
+
+run: pipeline ## Install, run the pipeline on the embedded data, then print where everything is
+	@if $(BIN)/repairqc serve --help >/dev/null 2>&1; then \
+	  echo "Serving on http://127.0.0.1:$(PORT) (docs: http://127.0.0.1:$(PORT)/docs)"; \
+	  REPAIRQC_DEV_MODE=1 $(BIN)/repairqc serve --port $(PORT); \
+	else echo "The scoring API is not built yet: the pipeline outputs above are the result."; fi
+
+test: install ## Install if needed and run the whole test suite (incl. slow tests)
+	$(BIN)/python -m pytest
+
+test-fast: install ## Run the tests without the slow end-to-end ones
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install ## Ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Apply ruff formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+docs: install ## Regenerate docs/order-data-contract.md from models/schemas.py
+	$(BIN)/python -m pipelines.contract_doc
+
+bench: install ## Benchmarks (speed targets live here, not in tests); prints ratios vs baselines
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lock: ## Re-resolve and pin dependencies into requirements.lock (needs network to PyPI)
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install -q --upgrade pip && .lockenv/bin/pip install -q -e '.[dev]'
+	.lockenv/bin/pip freeze --exclude-editable | grep -v '^repairqc' > requirements.lock
+	rm -rf .lockenv
+
+clean: ## Remove the virtualenv, caches and pipeline outputs
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis data/raw data/validated data/labelled
