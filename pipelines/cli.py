@@ -72,14 +72,17 @@ def validate_cmd(
 def label_cmd(
     orders: Annotated[Path, typer.Option("--orders", help="Validated orders.parquet.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
-    params: Annotated[Path, typer.Option("--params", help="params.yaml with a label: block.")] = Path(
-        "params.yaml"
-    ),
+    params: Annotated[
+        Path, typer.Option("--params", help="params.yaml with a label: block.")
+    ] = Path("params.yaml"),
 ) -> None:
     """Attach rework and dissatisfaction labels (censored orders stay unlabelled)."""
     from pipelines.label import label_file
 
-    stats = label_file(orders, out, params)
+    try:
+        stats = label_file(orders, out, params)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
     typer.echo(
         f"rework: {stats['rework_labelled']} labelled ({stats['rework_rate']:.1%} positive), "
         f"{stats['rework_censored']} censored; dissatisfied: {stats['dissatisfied_labelled']} "

@@ -1,0 +1,180 @@
+"""Label definitions on tiny hand-made histories."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from models.labels import LabelConfig, label_orders, label_stats
+from models.validation import validate_orders
+from pipelines.cli import app
+from tests.contract_rows import good_order, orders_frame
+
+
+def typed(rows):
+    res = validate_orders(orders_frame(rows))
+    assert res.quarantine.empty, res.quarantine["reason"].tolist()
+    return res.valid
+
+
+def at(day: int, hour: int = 10) -> str:
+    return (pd.Timestamp("2024-01-01") + pd.Timedelta(days=day, hours=hour)).strftime(
+        "%Y-%m-%d %H:%M:%S"
+    )
+
+
+def order(i, unit, day, category="plumbing", **kw):
+    base = dict(
+        unit_id=unit,
+        category=category,
+        reported_at=at(day, 8),
+        dispatched_at=at(day, 8),
+        arrived_at=at(day, 9),
+        completed_at=at(day, 10),
+    )
+    base.update(kw)
+    return good_order(i, **base)
+
+
+def by_id(df):
+    return df.set_index("order_id")
+
+
+def test_repeat_within_window_is_rework_and_censoring_at_end():
+    rows = [
+        order(0, "U1", 0),
+        order(1, "U1", 20),  # repeat of 0 within 30 days
+        order(2, "U2", 0),
+        order(3, "U2", 40),  # too late for 2
+        order(4, "U3", 0),
+        order(5, "U3", 10, category="electrical"),  # other category
+        order(6, "U9", 100),  # end of data -> orders completed after day 70 are censored
+    ]
+    lab = by_id(label_orders(typed(rows)))
+    assert lab.loc["WO000000", "rework"] == 1.0
+    assert lab.loc["WO000000", "rework_order_id"] == "WO000001"
+    assert lab.loc["WO000002", "rework"] == 0.0
+    assert lab.loc["WO000004", "rework"] == 0.0
+    assert np.isnan(lab.loc["WO000006", "rework"]), "open window must be censored, not negative"
+    assert lab.loc["WO000003", "rework"] == 0.0
+
+
+def test_window_is_a_parameter():
+    rows = [order(0, "U1", 0), order(1, "U1", 20), order(2, "U9", 200)]
+    lab = by_id(label_orders(typed(rows), LabelConfig(rework_window_days=10)))
+    assert lab.loc["WO000000", "rework"] == 0.0
+
+
+def test_cancelled_repeat_does_not_count_and_parent_link_does():
+    rows = [
+        order(0, "U1", 0),
+        order(1, "U1", 5, status="cancelled", completed_at="", arrived_at=""),
+        order(2, "U2", 0),
+        order(3, "U7", 60, parent_order_id="WO000002"),  # linked by the source system
+        order(4, "U9", 200),
+    ]
+    lab = by_id(label_orders(typed(rows)))
+    assert lab.loc["WO000000", "rework"] == 0.0
+    assert lab.loc["WO000002", "rework"] == 1.0
+    assert lab.loc["WO000002", "rework_order_id"] == "WO000003"
+    assert np.isnan(lab.loc["WO000001", "rework"]), "cancelled orders are not labelled"
+
+
+def test_rework_known_at_is_the_repeat_report_or_window_close():
+    rows = [order(0, "U1", 0), order(1, "U1", 3), order(2, "U2", 0), order(3, "U9", 200)]
+    lab = by_id(label_orders(typed(rows)))
+    assert lab.loc["WO000000", "rework_known_at"] == pd.Timestamp(at(3, 8), tz="Asia/Shanghai")
+    assert lab.loc["WO000002", "rework_known_at"] == pd.Timestamp(
+        at(0, 10), tz="Asia/Shanghai"
+    ) + pd.Timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected", "source"),
+    [
+        ({"rating": "1"}, 1.0, "rating"),
+        ({"rating": "2"}, 1.0, "rating"),
+        ({"rating": "3"}, 0.0, "rating"),
+        ({"rating": "5", "complaint": "true"}, 1.0, "complaint"),
+        ({"rating": "", "complaint": "true"}, 1.0, "complaint"),
+        ({"rating": "", "complaint": "false", "feedback_comment": ""}, np.nan, None),
+        ({"rating": "", "complaint": "", "feedback_comment": "好"}, np.nan, None),
+    ],
+)
+def test_dissatisfied_rules(fields, expected, source):
+    lab = label_orders(typed([order(0, "U1", 0, **fields)]))
+    got = lab["dissatisfied"].iloc[0]
+    assert (np.isnan(got) and np.isnan(expected)) or got == expected
+    assert lab["dissatisfied_source"].iloc[0] == source
+
+
+def test_comment_only_orders_labelled_from_sentiment_and_counted():
+    rows = [
+        order(0, "U1", 0, rating="", complaint="", feedback_comment="太差了"),
+        order(1, "U2", 0, rating="", complaint="", feedback_comment="很满意"),
+        order(2, "U3", 0, rating="", complaint="", feedback_comment="一般"),
+    ]
+    df = typed(rows)
+    sentiment = pd.Series([0.05, 0.95, 0.5], index=df.index)
+    lab = label_orders(df, comment_sentiment=sentiment)
+    assert lab["dissatisfied"].tolist()[:2] == [1.0, 0.0]
+    assert np.isnan(lab["dissatisfied"].iloc[2])
+    assert label_stats(lab)["dissatisfied_from_comment"] == 2
+
+
+def test_outcomes_of_open_orders_are_not_labels():
+    rows = [order(0, "U1", 0, status="in_progress", completed_at="", rating="1")]
+    lab = label_orders(typed(rows))
+    assert np.isnan(lab["dissatisfied"].iloc[0]) and np.isnan(lab["rework"].iloc[0])
+
+
+def test_label_does_not_mutate_input():
+    df = typed([order(0, "U1", 0), order(1, "U1", 3)])
+    before = df.copy()
+    label_orders(df)
+    pd.testing.assert_frame_equal(df, before)
+
+
+def test_cli_label_writes_table_and_metrics(tmp_path):
+    rows = [order(0, "U1", 0), order(1, "U1", 3), order(2, "U9", 200)]
+    typed(rows).to_parquet(tmp_path / "orders.parquet")
+    (tmp_path / "params.yaml").write_text("label:\n  rework_window_days: 30\n")
+    r = CliRunner().invoke(
+        app,
+        [
+            "label",
+            "--orders",
+            str(tmp_path / "orders.parquet"),
+            "--out",
+            str(tmp_path / "lab"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "lab" / "label_metrics.json").read_text())
+    assert m["rework_labelled"] == 2 and m["rework_censored"] == 1
+    assert pd.read_parquet(tmp_path / "lab" / "labelled.parquet")["rework"].notna().sum() == 2
+
+
+def test_unknown_label_param_is_an_error(tmp_path):
+    (tmp_path / "params.yaml").write_text("label:\n  rework_windw_days: 30\n")
+    typed([order(0, "U1", 0)]).to_parquet(tmp_path / "o.parquet")
+    r = CliRunner().invoke(
+        app,
+        [
+            "label",
+            "--orders",
+            str(tmp_path / "o.parquet"),
+            "--out",
+            str(tmp_path / "x"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+        ],
+    )
+    assert r.exit_code != 0
+    assert "rework_windw_days" in r.output
