@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -43,11 +43,11 @@ def validate_cmd(
     orders: Annotated[Path, typer.Option("--orders", help="Orders file (CSV or Parquet).")],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
     technicians: Annotated[
-        Optional[Path], typer.Option("--technicians", help="Technicians file (optional).")
+        Path | None, typer.Option("--technicians", help="Technicians file (optional).")
     ] = None,
-    units: Annotated[Optional[Path], typer.Option("--units", help="Units file (optional).")] = None,
+    units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
     encoding: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--encoding", help="Force a CSV encoding (default: UTF-8/BOM, then GBK)."),
     ] = None,
 ) -> None:
@@ -63,7 +63,8 @@ def validate_cmd(
     for table, st in metrics.items():
         typer.echo(
             f"{table}: {st['input_rows']} rows -> {st['valid_rows']} valid, "
-            f"{st['quarantined_rows']} quarantined, {st['duplicates_collapsed']} duplicates collapsed"
+            f"{st['quarantined_rows']} quarantined, "
+            f"{st['duplicates_collapsed']} duplicates collapsed"
         )
     typer.echo(f"outputs in {out}/ (orders.parquet, quarantine.csv, validation_metrics.json)")
 
@@ -86,7 +87,8 @@ def label_cmd(
     typer.echo(
         f"rework: {stats['rework_labelled']} labelled ({stats['rework_rate']:.1%} positive), "
         f"{stats['rework_censored']} censored; dissatisfied: {stats['dissatisfied_labelled']} "
-        f"labelled ({stats['dissatisfied_rate']:.1%}), {stats['dissatisfied_from_comment']} from comments"
+        f"labelled ({stats['dissatisfied_rate']:.1%}), "
+        f"{stats['dissatisfied_from_comment']} from comments"
     )
 
 
