@@ -42,6 +42,7 @@ PROBLEMS: dict[str, str] = {
     "duplicate_conflict": "the same key appears with different content (all copies held)",
     "unknown": "`technician_id` is not in the technicians table that was given",
     "field_count": "the CSV line had a different number of fields than the header (`row:`)",
+    "self_reference": "`parent_order_id` names the order itself",
 }
 
 SOURCE_ROW = "source_row"
@@ -337,6 +338,14 @@ def validate_table(
             typed[col.name] = values
     if table is ORDERS:
         flags.extend(_lifecycle_problems(typed))
+        pid = typed["parent_order_id"]
+        flags.append(
+            (
+                "parent_order_id",
+                "self_reference",
+                (pid.notna() & (pid == typed["order_id"])).to_numpy(dtype=bool),
+            )
+        )
         if known_technicians is not None:
             tid = typed["technician_id"]
             flags.append(
@@ -392,3 +401,27 @@ def validate_orders(
     """Validate raw orders; ``technicians`` (typed, validated) enables the unknown-id check."""
     known = None if technicians is None else set(technicians["technician_id"].dropna().astype(str))
     return validate_table(raw, ORDERS, known_technicians=known, bad_rows=bad_rows)
+
+
+def cross_table_warnings(orders: pd.DataFrame, units: pd.DataFrame | None) -> dict[str, int]:
+    """Count inconsistencies that are worth a look but are not defects of a row.
+
+    A public-area order's ``unit_id`` is often a location that no units table lists, and a
+    history export may begin after the order a rework points to; rejecting those rows would lose
+    valid data, so they are counted (``validation_metrics.json``) instead of quarantined.
+    """
+    out: dict[str, int] = {}
+    ids = set(orders["order_id"].dropna())
+    pid = orders["parent_order_id"].dropna()
+    out["parent_order_id_not_in_file"] = int((~pid.isin(ids)).sum())
+    if units is not None:
+        indoor = orders["area_type"] == "indoor"
+        out["indoor_unit_not_in_units"] = int(
+            (indoor & ~orders["unit_id"].isin(units["unit_id"])).sum()
+        )
+        known = units.dropna(subset=["community_id"]).drop_duplicates("unit_id")
+        comm = orders["unit_id"].map(known.set_index("unit_id")["community_id"])
+        out["community_differs_from_units"] = int(
+            (comm.notna() & (comm != orders["community_id"])).sum()
+        )
+    return out

@@ -61,6 +61,8 @@ def validate_cmd(
     except (ContractError, UnreadableFileError) as e:
         _fail(str(e))
     for table, st in metrics.items():
+        if table == "warnings":
+            continue
         typer.echo(
             f"{table}: {st['input_rows']} rows -> {st['valid_rows']} valid, "
             f"{st['quarantined_rows']} quarantined, "

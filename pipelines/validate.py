@@ -18,7 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from models.schemas import TECHNICIANS, UNITS
-from models.validation import ValidationResult, validate_orders, validate_table
+from models.validation import (
+    ValidationResult,
+    cross_table_warnings,
+    validate_orders,
+    validate_table,
+)
 from pipelines.io import read_raw_table
 
 log = logging.getLogger(__name__)
@@ -48,9 +53,11 @@ def validate_files(
         _write_quarantine(res, out_dir / "quarantine_technicians.csv")
         metrics["technicians"] = res.stats
         techs_valid = res.valid
+    units_valid: pd.DataFrame | None = None
     if units is not None:
         raw, bad = read_raw_table(units, encoding)
         res = validate_table(raw, UNITS, bad_rows=bad)
+        units_valid = res.valid
         res.valid.to_parquet(out_dir / "units.parquet", index=False)
         _write_quarantine(res, out_dir / "quarantine_units.csv")
         metrics["units"] = res.stats
@@ -65,11 +72,15 @@ def validate_files(
     valid.to_parquet(out_dir / "orders.parquet", index=False)
     _write_quarantine(res, out_dir / "quarantine.csv")
     metrics["orders"] = res.stats
+    metrics["warnings"] = cross_table_warnings(valid, units_valid)
 
     (out_dir / "validation_metrics.json").write_text(
         json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     for table, st in metrics.items():
+        if table == "warnings":
+            log.info("cross-table warnings (counted, rows kept): %s", st)
+            continue
         log.info(
             "%s: %d rows in, %d valid, %d quarantined, %d identical duplicates collapsed",
             table,

@@ -247,3 +247,28 @@ def test_malformed_rows_never_crash_never_vanish(mutations):
     for i in set(range(8)) - touched:
         if ids.count(ids[i]) == 1:
             assert i in set(res.valid["source_row"])
+
+
+def test_self_referencing_parent_is_a_defect():
+    res = validate_orders(orders_frame([good_order(0, parent_order_id="WO000000")]))
+    assert res.quarantine["reason"].tolist() == ["parent_order_id:self_reference"]
+
+
+def test_cross_table_inconsistencies_are_counted_not_quarantined(tmp_path):
+    from pipelines.validate import validate_files
+
+    _write_csv(
+        tmp_path / "o.csv",
+        [good_order(0, unit_id="X1", parent_order_id="OLD1"), good_order(1, unit_id="U1")],
+        "utf-8",
+    )
+    pd.DataFrame({"unit_id": ["U1"], "community_id": ["C99"]}).to_csv(
+        tmp_path / "u.csv", index=False
+    )
+    m = validate_files(tmp_path / "o.csv", tmp_path / "out", units=tmp_path / "u.csv")
+    assert m["orders"]["valid_rows"] == 2
+    assert m["warnings"] == {
+        "parent_order_id_not_in_file": 1,
+        "indoor_unit_not_in_units": 1,
+        "community_differs_from_units": 1,
+    }
