@@ -1,0 +1,93 @@
+"""Baselines the risk models must beat, evaluated on the same rows.
+
+* :func:`rule_score` — what a quality team does today: count the red flags (overdue response,
+  repeat order, emergency, uncertified technician). A score from 0 to 4, a ranking only.
+* :class:`LogisticBaseline` — a regularised logistic regression on the same as-of features
+  (imputed, standardised, categoricals one-hot): tells whether the trees earn their keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models.features import CATEGORICAL_LEVELS
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """Thresholds of the quality team's rule (``params.yaml: baselines``).
+
+    Attributes
+    ----------
+    repeat_window_days
+        An earlier order on the same unit and category within this many days makes a repeat.
+        Must be one of the feature config's ``history_windows_days``.
+    """
+
+    repeat_window_days: int = 30
+
+
+def rule_score(features: pd.DataFrame, config: RuleConfig | None = None) -> np.ndarray:
+    """Number of red flags per order (missing facts count as no flag)."""
+    cfg = config or RuleConfig()
+    flags = [
+        features["arrival_overdue"].fillna(0).to_numpy() > 0,
+        features[f"unit_cat_orders_{cfg.repeat_window_days}d"].fillna(0).to_numpy() > 0,
+        (features["priority"].astype(str) == "emergency").to_numpy(),
+        features["tech_certified"].fillna(1).to_numpy() == 0,
+    ]
+    return np.sum(flags, axis=0).astype(float)
+
+
+class LogisticBaseline:
+    """Logistic regression on the as-of features (scikit-learn estimator contract)."""
+
+    def __init__(self, C: float = 1.0, max_iter: int = 500):
+        self.C = C
+        self.max_iter = max_iter
+
+    def _design(self, X: pd.DataFrame) -> np.ndarray:
+        num = X[self.numeric_].astype(float).to_numpy()
+        num = np.where(np.isnan(num), self.medians_, num)
+        num = np.sign(num) * np.log1p(np.abs(num))  # heavy tails (hours, counts, cost)
+        num = (num - self.means_) / self.scales_
+        onehot = [
+            (X[c].astype(str).to_numpy()[:, None] == np.array(levels)[None, :]).astype(float)
+            for c, levels in self.categorical_.items()
+        ]
+        missing = np.isnan(X[self.numeric_].astype(float).to_numpy()).astype(float)
+        return np.hstack([num, missing, *onehot])
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> LogisticBaseline:
+        """Learn medians / scales and the coefficients."""
+        from sklearn.linear_model import LogisticRegression
+
+        self.categorical_ = {c: CATEGORICAL_LEVELS[c] for c in X.columns if c in CATEGORICAL_LEVELS}
+        self.numeric_ = [c for c in X.columns if c not in self.categorical_]
+        raw = X[self.numeric_].astype(float).to_numpy()
+        self.medians_ = np.nan_to_num(np.nanmedian(raw, axis=0))
+        t = np.where(np.isnan(raw), self.medians_, raw)
+        t = np.sign(t) * np.log1p(np.abs(t))
+        self.means_ = t.mean(axis=0)
+        self.scales_ = np.where(t.std(axis=0) > 0, t.std(axis=0), 1.0)
+        self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        self.model_.fit(self._design(X), np.asarray(y, dtype=float))
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Probability of the positive class."""
+        return self.model_.predict_proba(self._design(X))[:, 1]
+
+
+def fit_logistic_baselines(
+    frame: pd.DataFrame, features: list[str], heads: list[str], C: float = 1.0
+) -> dict[str, LogisticBaseline]:
+    """One logistic baseline per head, fitted on the ``fit`` slice rows with a label."""
+    out = {}
+    for head in heads:
+        rows = frame[(frame["split"] == "fit") & frame[head].notna()]
+        out[head] = LogisticBaseline(C=C).fit(rows[features], rows[head].to_numpy())
+    return out

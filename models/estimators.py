@@ -1,0 +1,402 @@
+"""The two risk heads: LightGBM, calibrated on a later time slice, bundled with the features.
+
+Why this shape:
+
+* **Time-ordered split.** Orders are split by ``completed_at`` into fit / calibration / test
+  slices. Labels of each slice are taken *as of the start of the next slice*
+  (:func:`labels_as_of`), so nothing the model learns needed information from after the
+  moment it would have been trained in production.
+* **Calibration on a later slice.** Early stopping and the calibrator both use the calibration
+  slice, the most recent data the model may learn from; when the base rate drifts (rework rising
+  over time) this is what keeps the probabilities honest. Platt scaling on the booster's logit
+  (2 parameters) is the default: it moves the intercept with the drift and cannot overfit
+  small slices; isotonic is available.
+* **Small, regularised trees.** ~100-300 trees with ``min_child_samples`` and L2 were as good as
+  500 and predict several times faster; high-cardinality ids are never raw categoricals (their
+  as-of encodings carry the signal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.features import (
+    CATEGORICAL_LEVELS,
+    FeatureConfig,
+    History,
+    TextScorer,
+    build_history,
+    feature_columns,
+    features_for,
+)
+
+#: Names of the heads and of their output columns.
+HEADS: dict[str, str] = {"rework": "rework_risk", "dissatisfied": "dissatisfaction_prob"}
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Hyper-parameters of one head (``params.yaml: train.<head>``).
+
+    Attributes
+    ----------
+    lgbm
+        LightGBM booster parameters.
+    num_boost_round, early_stopping_rounds
+        Upper bound of trees and patience on the calibration slice.
+    calibration
+        ``"platt"`` (logistic on the logit) or ``"isotonic"``.
+    """
+
+    lgbm: dict[str, Any] = field(
+        default_factory=lambda: {
+            "objective": "binary",
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_child_samples": 100,
+            "feature_fraction": 0.8,
+            "bagging_fraction": 0.8,
+            "bagging_freq": 1,
+            "lambda_l2": 5.0,
+            "cat_smooth": 20.0,
+            "min_data_per_group": 200,
+            "max_bin": 127,
+        }
+    )
+    num_boost_round: int = 300
+    early_stopping_rounds: int = 30
+    calibration: str = "platt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Split and heads (``params.yaml: train``).
+
+    Attributes
+    ----------
+    fit_fraction, calib_fraction
+        Shares of completed orders (by completion time) in the fit and calibration slices; the
+        rest is the test slice.
+    seed, num_threads
+        Determinism and CPU budget (LightGBM threads; the machine has 2 cores).
+    heads
+        One :class:`HeadConfig` per head.
+    """
+
+    fit_fraction: float = 0.6
+    calib_fraction: float = 0.2
+    seed: int = 42
+    num_threads: int = 2
+    heads: dict[str, HeadConfig] = field(default_factory=lambda: {h: HeadConfig() for h in HEADS})
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> TrainConfig:
+        """Build from ``params.yaml: train``; per-head keys override the defaults."""
+        d = dict(d or {})
+        heads_in = d.pop("heads", {}) or {}
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown train parameters: {sorted(unknown)}")
+        heads = {}
+        for h in HEADS:
+            hd = dict(heads_in.get(h, {}) or {})
+            base = HeadConfig()
+            lgbm = {**base.lgbm, **(hd.pop("lgbm", {}) or {})}
+            heads[h] = HeadConfig(lgbm=lgbm, **hd)
+        return cls(heads=heads, **d)
+
+
+# --------------------------------------------------------------------------------------------
+# Split and labels
+# --------------------------------------------------------------------------------------------
+
+
+def time_split(completed_at: pd.Series, config: TrainConfig) -> tuple[pd.Series, dict]:
+    """Assign each order to ``fit`` / ``calib`` / ``test`` by completion-time quantiles.
+
+    Returns the split per row and the two boundaries (the starts of calib and test).
+    """
+    t = completed_at
+    b1 = t.quantile(config.fit_fraction)
+    b2 = t.quantile(config.fit_fraction + config.calib_fraction)
+    split = pd.Series(np.where(t < b1, "fit", np.where(t < b2, "calib", "test")), index=t.index)
+    return split, {"calib_start": b1, "test_start": b2}
+
+
+def labels_as_of(
+    labelled: pd.DataFrame, as_of: pd.Timestamp, rework_window_days: float
+) -> pd.DataFrame:
+    """Both labels as they were known at ``as_of`` (censored = NaN), from full-data labels.
+
+    Rework: 1 when the window closed by ``as_of`` and the repeat was reported by then; 0 when
+    the window closed without one known. Dissatisfied: the label once its follow-up is known.
+    """
+    closes = labelled["completed_at"] + pd.Timedelta(days=rework_window_days)
+    closed = (closes <= as_of).fillna(False).to_numpy()
+    pos = (
+        labelled["rework_order_id"].notna() & (labelled["rework_known_at"] <= as_of).fillna(False)
+    ).to_numpy()
+    rework = np.where(closed, pos.astype(float), np.nan)
+    known = (labelled["dissatisfied_known_at"] <= as_of).fillna(False).to_numpy()
+    dissat = np.where(known, labelled["dissatisfied"].to_numpy(dtype=float), np.nan)
+    return pd.DataFrame({"rework": rework, "dissatisfied": dissat}, index=labelled.index)
+
+
+# --------------------------------------------------------------------------------------------
+# Heads
+# --------------------------------------------------------------------------------------------
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+class RiskHead:
+    """A LightGBM binary classifier with a calibrator fitted on a later slice.
+
+    Follows scikit-learn's contract: ``__init__`` stores, ``fit`` returns ``self``, learned
+    state ends in ``_``.
+    """
+
+    def __init__(self, config: HeadConfig | None = None, seed: int = 42, num_threads: int = 2):
+        self.config = config or HeadConfig()
+        self.seed = seed
+        self.num_threads = num_threads
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            **self.config.lgbm,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.num_threads,
+            "verbosity": -1,
+        }
+
+    def fit(
+        self, X: pd.DataFrame, y: np.ndarray, X_cal: pd.DataFrame, y_cal: np.ndarray
+    ) -> RiskHead:
+        """Fit the booster on ``X`` (early stopping on ``X_cal``), then the calibrator."""
+        import lightgbm as lgb
+
+        y = np.asarray(y, dtype=float)
+        y_cal = np.asarray(y_cal, dtype=float)
+        if len(np.unique(y)) < 2 or len(np.unique(y_cal)) < 2:
+            raise ValueError("each slice needs both classes to fit a head; more data is needed")
+        cats = [c for c in X.columns if c in CATEGORICAL_LEVELS]
+        dtrain = lgb.Dataset(X, y, categorical_feature=cats, free_raw_data=True)
+        dval = lgb.Dataset(X_cal, y_cal, reference=dtrain, categorical_feature=cats)
+        self.booster_ = lgb.train(
+            self._params(),
+            dtrain,
+            num_boost_round=self.config.num_boost_round,
+            valid_sets=[dval],
+            callbacks=[lgb.early_stopping(self.config.early_stopping_rounds, verbose=False)],
+        )
+        self.feature_names_ = list(X.columns)
+        raw = self.booster_.predict(X_cal, num_iteration=self.booster_.best_iteration)
+        self._fit_calibrator(raw, y_cal)
+        return self
+
+    def _fit_calibrator(self, raw: np.ndarray, y: np.ndarray) -> None:
+        if self.config.calibration == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
+            self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(
+                raw, y
+            )
+        elif self.config.calibration == "platt":
+            from sklearn.linear_model import LogisticRegression
+
+            lr = LogisticRegression(C=1e6, max_iter=1000)
+            lr.fit(_logit(raw).reshape(-1, 1), y)
+            self.calibrator_ = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+        else:
+            raise ValueError(f"unknown calibration {self.config.calibration!r}")
+
+    def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated booster probability."""
+        return self.booster_.predict(
+            X[self.feature_names_], num_iteration=self.booster_.best_iteration
+        )
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of the positive class."""
+        raw = self.predict_raw(X)
+        if isinstance(self.calibrator_, tuple):
+            a, b = self.calibrator_
+            return 1.0 / (1.0 + np.exp(-(a * _logit(raw) + b)))
+        return self.calibrator_.predict(raw)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature contributions (log-odds, TreeSHAP) of the booster: the top reasons."""
+        c = self.booster_.predict(
+            X[self.feature_names_], num_iteration=self.booster_.best_iteration, pred_contrib=True
+        )
+        return pd.DataFrame(c[:, :-1], columns=self.feature_names_, index=X.index)
+
+    def importance(self) -> pd.Series:
+        """Total gain per feature, largest first."""
+        imp = self.booster_.feature_importance("gain", iteration=self.booster_.best_iteration)
+        return pd.Series(imp, index=self.feature_names_).sort_values(ascending=False)
+
+
+# --------------------------------------------------------------------------------------------
+# The bundle
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RiskModel:
+    """Both heads plus the feature configuration they were trained with.
+
+    This is what the pyfunc model pickles and what ``score`` and the API use.
+    """
+
+    feature_config: FeatureConfig
+    heads: dict[str, RiskHead]
+    feature_names: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, features: pd.DataFrame, reasons: int = 0) -> pd.DataFrame:
+        """Scores of precomputed features: ``order_id``, ``rework_risk``, ``dissatisfaction_prob``.
+
+        ``reasons > 0`` adds ``top_reasons``: the features pushing each order's rework and
+        dissatisfaction risk up most (``name=value`` joined by ``;``).
+        """
+        missing = [c for c in self.feature_names if c not in features]
+        if missing:
+            raise ValueError(f"features missing: {missing[:5]}{'…' if len(missing) > 5 else ''}")
+        X = features[self.feature_names]
+        out = pd.DataFrame(index=features.index)
+        if "order_id" in features:
+            out["order_id"] = features["order_id"].to_numpy()
+        for head, col in HEADS.items():
+            out[col] = self.heads[head].predict_proba(X) if len(X) else np.array([], dtype=float)
+        if reasons and len(X):
+            out["top_reasons"] = self.reasons(X, reasons)
+        return out
+
+    def reasons(self, X: pd.DataFrame, k: int = 3) -> list[str]:
+        """Top-``k`` positive contributions summed over both heads, as readable strings."""
+        contrib = sum(self.heads[h].contributions(X) for h in HEADS)
+        names = np.array(contrib.columns)
+        vals = contrib.to_numpy()
+        top = np.argsort(-vals, axis=1)[:, :k]
+        out = []
+        for i, row in enumerate(top):
+            parts = []
+            for j in row:
+                if vals[i, j] <= 0:
+                    break
+                v = X.iat[i, j]
+                vs = f"{v:.3g}" if isinstance(v, float | np.floating) else str(v)
+                parts.append(f"{names[j]}={vs}")
+            out.append(";".join(parts))
+        return out
+
+    def history(
+        self,
+        orders: pd.DataFrame,
+        technicians: pd.DataFrame | None = None,
+        units: pd.DataFrame | None = None,
+        text_scorer: TextScorer | None = None,
+    ) -> History:
+        """Index a history with this model's feature configuration (the API keeps one)."""
+        return build_history(
+            orders,
+            technicians=technicians,
+            units=units,
+            config=self.feature_config,
+            text_scorer=text_scorer,
+        )
+
+    def score_orders(
+        self, history: History, orders: pd.DataFrame, reasons: int = 0
+    ) -> pd.DataFrame:
+        """Features of ``orders`` as of their completion against ``history``, then scores."""
+        return self.predict(features_for(history, orders), reasons=reasons)
+
+
+def fit_risk_model(
+    frame: pd.DataFrame, feature_config: FeatureConfig, config: TrainConfig
+) -> RiskModel:
+    """Fit both heads on a feature frame with ``split``, ``rework`` and ``dissatisfied`` columns.
+
+    Rows with a censored label (NaN) are left out of that head only.
+    """
+    feats = feature_columns(frame)
+    heads: dict[str, RiskHead] = {}
+    info: dict[str, Any] = {"features": len(feats)}
+    for head in HEADS:
+        hc = config.heads[head]
+        fit = frame[(frame["split"] == "fit") & frame[head].notna()]
+        cal = frame[(frame["split"] == "calib") & frame[head].notna()]
+        h = RiskHead(hc, seed=config.seed, num_threads=config.num_threads)
+        h.fit(fit[feats], fit[head].to_numpy(), cal[feats], cal[head].to_numpy())
+        heads[head] = h
+        info[f"{head}_best_iteration"] = int(h.booster_.best_iteration)
+        info[f"{head}_fit_rows"] = len(fit)
+        info[f"{head}_calib_rows"] = len(cal)
+    return RiskModel(feature_config, heads, feats, info)
+
+
+def training_frame(
+    orders: pd.DataFrame,
+    *,
+    technicians: pd.DataFrame | None = None,
+    units: pd.DataFrame | None = None,
+    feature_config: FeatureConfig | None = None,
+    config: TrainConfig | None = None,
+    until: pd.Timestamp | None = None,
+    text_scorer: TextScorer | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Features, split and as-of labels of every completed order known before ``until``.
+
+    Orders reported after ``until`` are dropped first (the data as it was at ``until``). Each
+    slice's labels are taken as of the start of the next slice (the test slice: as of the end
+    of the data), so a model fitted on ``fit`` and calibrated on ``calib`` used only what was
+    known when ``test`` began.
+
+    Returns
+    -------
+    The frame (features + ``completed_at``, ``community_id``, ``split``, ``rework``,
+    ``dissatisfied``) and the split boundaries.
+    """
+    from models.labels import data_end, label_orders
+
+    fcfg = feature_config or FeatureConfig()
+    cfg = config or TrainConfig()
+    if until is not None:
+        orders = orders[orders["reported_at"] < until]
+    if not len(orders):
+        raise ValueError("no orders to train on (check --until)")
+    labelled = label_orders(orders, fcfg.label_config())
+    history = build_history(
+        orders, technicians=technicians, units=units, config=fcfg, text_scorer=text_scorer
+    )
+    done = (orders["status"] == "completed").fillna(False) & orders["completed_at"].notna()
+    scored = orders[done.to_numpy()]
+    frame = features_for(history, scored)
+    frame["completed_at"] = scored["completed_at"]
+    frame["community_id"] = scored["community_id"].astype("string")
+    split, bounds = time_split(frame["completed_at"], cfg)
+    frame["split"] = split
+    end = until if until is not None else data_end(orders)
+    bounds["end"] = end
+    lab = labelled.loc[frame.index]
+    for name, as_of in (
+        ("fit", bounds["calib_start"]),
+        ("calib", bounds["test_start"]),
+        ("test", end),
+    ):
+        rows = (frame["split"] == name).to_numpy()
+        la = labels_as_of(lab[rows], as_of, fcfg.rework_window_days)
+        frame.loc[rows, "rework"] = la["rework"].to_numpy()
+        frame.loc[rows, "dissatisfied"] = la["dissatisfied"].to_numpy()
+    return frame, bounds
