@@ -355,6 +355,7 @@ def training_frame(
     config: TrainConfig | None = None,
     until: pd.Timestamp | None = None,
     text_scorer: TextScorer | None = None,
+    labels: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Features, split and as-of labels of every completed order known before ``until``.
 
@@ -362,6 +363,10 @@ def training_frame(
     slice's labels are taken as of the start of the next slice (the test slice: as of the end
     of the data), so a model fitted on ``fit`` and calibrated on ``calib`` used only what was
     known when ``test`` began.
+
+    ``labels`` (``rework_order_id``, ``rework_known_at``, ``dissatisfied``,
+    ``dissatisfied_known_at`` aligned with ``orders``) reuses the label stage's output, e.g. with
+    comment-derived dissatisfaction; default: derived here with the feature config's windows.
 
     Returns
     -------
@@ -373,10 +378,12 @@ def training_frame(
     fcfg = feature_config or FeatureConfig()
     cfg = config or TrainConfig()
     if until is not None:
-        orders = orders[orders["reported_at"] < until]
+        orders = orders[(orders["reported_at"] < until).to_numpy()]
+        labels = None  # labels must be re-derived as of ``until``
     if not len(orders):
         raise ValueError("no orders to train on (check --until)")
-    labelled = label_orders(orders, fcfg.label_config())
+    labelled = labels if labels is not None else label_orders(orders, fcfg.label_config())
+    labelled = labelled.assign(completed_at=orders["completed_at"])
     history = build_history(
         orders, technicians=technicians, units=units, config=fcfg, text_scorer=text_scorer
     )

@@ -38,6 +38,28 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+@app.command("generate")
+def generate_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output directory for the generated files.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 42,
+    units: Annotated[
+        int, typer.Option("--units", min=1, help="Number of homes; ~32000 gives ~100k orders/2y.")
+    ] = 32_000,
+    months: Annotated[int, typer.Option("--months", min=1, help="Months of history.")] = 24,
+    start: Annotated[
+        str, typer.Option("--start", help="First day of the history (YYYY-MM-DD).")
+    ] = "2024-01-01",
+) -> None:
+    """Generate the embedded default data set: contract CSVs plus ground_truth.parquet."""
+    from pipelines.generate import generate
+
+    summary = generate(out, seed=seed, units=units, months=months, start=start)
+    typer.echo(
+        f"{summary['orders']} orders, {summary['technicians']} technicians, "
+        f"{summary['locations']} units in {summary['seconds']:.1f}s -> {out}/"
+    )
+
+
 @app.command("validate")
 def validate_cmd(
     orders: Annotated[Path, typer.Option("--orders", help="Orders file (CSV or Parquet).")],
@@ -92,6 +114,149 @@ def label_cmd(
         f"labelled ({stats['dissatisfied_rate']:.1%}), "
         f"{stats['dissatisfied_from_comment']} from comments"
     )
+
+
+_PARAMS = typer.Option("--params", help="params.yaml with the features/train/... blocks.")
+
+
+@app.command("features")
+def features_cmd(
+    orders: Annotated[Path, typer.Option("--orders", help="Validated or labelled orders.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (features.parquet).")],
+    technicians: Annotated[
+        Path | None, typer.Option("--technicians", help="Technicians file (optional).")
+    ] = None,
+    units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
+    params: Annotated[Path, _PARAMS] = Path("params.yaml"),
+) -> None:
+    """Build as-of features, the time split and the as-of labels of every completed order."""
+    from pipelines.features import build_feature_file
+
+    try:
+        build_feature_file(orders, out, technicians, units, params)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@app.command("train")
+def train_cmd(
+    orders: Annotated[Path, typer.Option("--orders", help="Orders file (CSV or Parquet).")],
+    model_dir: Annotated[
+        Path, typer.Option("--model-dir", help="Where to write the MLflow model directory.")
+    ],
+    technicians: Annotated[
+        Path | None, typer.Option("--technicians", help="Technicians file (optional).")
+    ] = None,
+    units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Train on what was known before this time (default: all)."),
+    ] = None,
+    features: Annotated[
+        Path | None,
+        typer.Option("--features", help="Reuse a features.parquet from `repairqc features`."),
+    ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option("--truth", help="ground_truth.parquet of generated data (oracle AUC)."),
+    ] = None,
+    params: Annotated[Path, _PARAMS] = Path("params.yaml"),
+    no_mlflow: Annotated[
+        bool, typer.Option("--no-mlflow", help="Do not log the run to MLflow.")
+    ] = False,
+) -> None:
+    """Train both heads (censored labels, time split), save the model, log the run."""
+    from pipelines.features import parse_time
+    from pipelines.train import train_files
+
+    try:
+        res = train_files(
+            orders, model_dir, technicians, units, parse_time(until), features, truth, params,
+            log_mlflow=not no_mlflow,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    m = res["metrics"]
+    for head in ("rework", "dissatisfied"):
+        typer.echo(
+            f"{head}: AUC {m[f'{head}_auc']:.4f}  ECE {m[f'{head}_ece']:.4f}  "
+            f"lift@10% {m[f'{head}_lift_top10']:.2f}"
+        )
+    typer.echo(f"model: {model_dir}  run: {res['info'].get('run_id', '-')}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    features: Annotated[Path, typer.Option("--features", help="features.parquet (with split).")],
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="Trained model directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (metrics, plots).")],
+    truth: Annotated[
+        Path | None,
+        typer.Option("--truth", help="ground_truth.parquet of generated data (oracle AUC)."),
+    ] = None,
+    params: Annotated[Path, _PARAMS] = Path("params.yaml"),
+) -> None:
+    """Evaluate on the test slice against the rule, a logistic regression and the oracle."""
+    from pipelines.evaluate import evaluate_files
+
+    try:
+        evaluate_files(features, model_dir, out, truth, params)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@app.command("score")
+def score_cmd(
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="Trained model directory.")],
+    orders: Annotated[
+        Path, typer.Option("--orders", help="Orders file: the orders to score and their history.")
+    ],
+    start: Annotated[
+        str, typer.Option("--from", help="Score orders completed at or after this time.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output CSV.")],
+    end: Annotated[
+        str | None, typer.Option("--to", help="... and before this time (default: no end).")
+    ] = None,
+    technicians: Annotated[
+        Path | None, typer.Option("--technicians", help="Technicians file (optional).")
+    ] = None,
+    units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
+    reasons: Annotated[
+        int, typer.Option("--reasons", help="How many top reasons per order (0: none).")
+    ] = 3,
+) -> None:
+    """Score completed orders in [from, to) as of their completion; write a CSV."""
+    from pipelines.features import parse_time
+    from pipelines.score import score_files
+
+    try:
+        t0, t1 = parse_time(start), parse_time(end)
+        if t1 is not None and t1 <= t0:
+            _fail("--to must be after --from")
+        n = score_files(model_dir, orders, out, t0, t1, technicians, units, reasons)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(f"scored {n} orders -> {out}")
+
+
+@app.command("register")
+def register_cmd(
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="Model directory from train.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the decision as JSON here.")
+    ] = None,
+    params: Annotated[Path, _PARAMS] = Path("params.yaml"),
+) -> None:
+    """Register the model as challenger; promote to champion only if it passes the gate."""
+    from pipelines.register import register_model_dir
+
+    try:
+        d = register_model_dir(model_dir, out, params)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    state = "champion" if d["promoted"] else "challenger (champion unchanged)"
+    typer.echo(f"{d['name']} v{d['version']}: {state}; " + "; ".join(d["reasons"]))
 
 
 def main() -> None:
