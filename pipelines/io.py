@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +106,27 @@ def read_raw_table(
         raise UnreadableFileError(f"{path}: the file is empty")
     sep = "\t" if suffix == ".tsv" else ","
     try:
-        df = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            sep=sep,
-            skip_blank_lines=True,
-        )
-        return df.astype(object), {}
-    except pd.errors.ParserError:
-        if sep != ",":
-            raise
+        return _read_csv_as_text(text, sep), {}
+    except (pa.ArrowInvalid, pd.errors.ParserError):
         log.warning("%s: ragged CSV lines; reading tolerantly and quarantining them", path)
         return _split_csv(text)
+
+
+def _read_csv_as_text(text: str, sep: str) -> pd.DataFrame:
+    """Every cell as text ("" when empty), through Arrow's multi-threaded CSV reader."""
+    header = next(csv.reader(io.StringIO(text[: text.find("\n") + 1 or None]), delimiter=sep))
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    table = pacsv.read_csv(
+        io.BytesIO(text.encode("utf-8")),
+        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
+        parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={h: pa.string() for h in header},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    return table.to_pandas(types_mapper=lambda t: pd.StringDtype("pyarrow"))
 
 
 def read_typed(path: str | Path) -> pd.DataFrame:
