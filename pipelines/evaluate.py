@@ -27,8 +27,13 @@ from pipelines.params import section
 
 log = logging.getLogger(__name__)
 
-#: Oracle column of the generator's ``ground_truth.parquet`` per head.
-ORACLE = {"rework": "p_rework", "dissatisfied": "p_dissatisfied"}
+#: Oracle columns of the generator's ``ground_truth.parquet`` per head, first present wins.
+#: Dissatisfaction is only observed on answered follow-ups, so the fair oracle among labelled
+#: orders is P(dissatisfied | labelled) when the generator provides it.
+ORACLE = {
+    "rework": ("p_rework",),
+    "dissatisfied": ("p_dissatisfied_if_labelled", "p_dissatisfied"),
+}
 
 
 def scored_test_frame(
@@ -50,8 +55,9 @@ def scored_test_frame(
     if truth is not None:
         t = truth.drop_duplicates("order_id")
         t.index = pd.Index(t["order_id"].astype(str).to_numpy(dtype=object))
-        for head, col in ORACLE.items():
-            if col in t:
+        for head, cols in ORACLE.items():
+            col = next((c for c in cols if c in t), None)
+            if col is not None:
                 ids = pd.Index(test["order_id"].astype(str).to_numpy(dtype=object))
                 test[f"{head}__oracle"] = t[col].reindex(ids).to_numpy()
     return test

@@ -1,0 +1,175 @@
+"""Behavioural tests of the risk heads: determinism, direction, leakage, calibration."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import metrics as M
+from models.baselines import LogisticBaseline, rule_score
+from models.estimators import (
+    HEADS,
+    TrainConfig,
+    fit_risk_model,
+    labels_as_of,
+    time_split,
+    training_frame,
+)
+from models.features import FeatureConfig, feature_columns
+from models.labels import label_orders
+from tests.synth_orders import make_orders
+from tests.test_leakage import scramble
+
+FAST = TrainConfig.from_dict({"heads": {h: {"num_boost_round": 80} for h in HEADS}})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_orders(6000, seed=11, days=540, n_tech=30, n_units=500)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    orders, techs, units, _ = data
+    frame, bounds = training_frame(orders, technicians=techs, units=units, config=FAST)
+    model = fit_risk_model(frame, FeatureConfig(), FAST)
+    return frame, bounds, model
+
+
+def test_split_is_time_ordered_and_labels_censored_at_the_next_slice(trained):
+    frame, bounds, _ = trained
+    fit = frame[frame["split"] == "fit"]
+    cal = frame[frame["split"] == "calib"]
+    assert fit["completed_at"].max() < cal["completed_at"].min()
+    # a fit-slice rework label needs its window closed before the calibration slice starts
+    late = fit["completed_at"] > bounds["calib_start"] - pd.Timedelta(days=30)
+    assert fit.loc[late, "rework"].isna().all()
+    assert fit.loc[~late, "rework"].notna().mean() > 0.95
+
+
+def test_labels_as_of_never_use_later_knowledge(data):
+    orders = data[0]
+    lab = label_orders(orders)
+    t = orders["completed_at"].quantile(0.5)
+    early = labels_as_of(lab, t, 30)
+    assert early["rework"].notna().sum() < lab["rework"].notna().sum()
+    known = early["rework"].notna()
+    assert (orders.loc[known, "completed_at"] + pd.Timedelta(days=30) <= t).all()
+    assert (lab.loc[early["dissatisfied"].notna(), "dissatisfied_known_at"] <= t).all()
+
+
+def test_same_seed_same_model(trained):
+    frame, _, model = trained
+    again = fit_risk_model(frame, FeatureConfig(), FAST)
+    test = frame[frame["split"] == "test"]
+    pd.testing.assert_frame_equal(model.predict(test), again.predict(test))
+
+
+def test_heads_rank_and_are_calibrated(trained, data):
+    frame, _, model = trained
+    truth = data[3].set_index("order_id")
+    test = frame[frame["split"] == "test"]
+    scores = model.predict(test)
+    for head, col in HEADS.items():
+        y = test[head]
+        auc = M.auc(y, scores[col])
+        oracle = M.auc(
+            y, truth.loc[test["order_id"], f"p_{'rework' if head == 'rework' else 'dissatisfied'}"]
+        )
+        assert 0.8 * oracle < auc <= oracle + 0.02, (head, auc, oracle)
+        assert M.ece(y, scores[col]) < 0.06
+        assert auc > M.auc(y, rule_score(test))
+
+
+def test_repeat_order_raises_rework_risk(trained, data):
+    orders, techs, units, _ = data
+    _, bounds, model = trained
+    hist = model.history(orders, techs, units)
+    target = orders[
+        (orders["status"] == "completed") & (orders["completed_at"] > bounds["test_start"])
+    ].head(60)
+    base = model.score_orders(hist, target)["rework_risk"].to_numpy()
+    # the same orders, each preceded by a repair of the same problem 5 days earlier
+    prev = target.copy()
+    prev["order_id"] = prev["order_id"] + "-prev"
+    shift = pd.Timedelta(days=5)
+    for c in ("reported_at", "dispatched_at", "arrived_at", "completed_at"):
+        prev[c] = target["reported_at"] - shift + (target[c] - target["reported_at"]) * 0
+    prev["completed_at"] = target["reported_at"] - shift + pd.Timedelta(hours=3)
+    prev["arrived_at"] = target["reported_at"] - shift + pd.Timedelta(hours=1)
+    prev["dispatched_at"] = prev["arrived_at"]
+    more = pd.concat([orders, prev], ignore_index=True)
+    hist2 = model.history(more, techs, units)
+    after = model.score_orders(hist2, target)["rework_risk"].to_numpy()
+    assert after.mean() > base.mean() * 1.2
+    assert (after > base).mean() > 0.7
+
+
+def test_long_overdue_response_raises_dissatisfaction(trained, data):
+    orders, techs, units, _ = data
+    _, bounds, model = trained
+    hist = model.history(orders, techs, units)
+    target = orders[
+        (orders["status"] == "completed") & (orders["completed_at"] > bounds["test_start"])
+    ].head(60)
+    base = model.score_orders(hist, target)["dissatisfaction_prob"].to_numpy()
+    late = target.copy()
+    delay = pd.Timedelta(hours=72)
+    for c in ("dispatched_at", "arrived_at", "completed_at"):
+        late[c] = target[c] + delay
+    after = model.score_orders(hist, late)["dissatisfaction_prob"].to_numpy()
+    assert after.mean() > base.mean() * 1.2
+    assert (after > base).mean() > 0.7
+
+
+def test_scores_ignore_own_outcomes_and_the_future(trained, data):
+    orders, techs, units, _ = data
+    _, bounds, model = trained
+    done = orders[
+        (orders["status"] == "completed") & (orders["completed_at"] > bounds["test_start"])
+    ]
+    full = model.score_orders(model.history(orders, techs, units), done).set_index("order_id")
+    for row in done.index[::80][:6]:
+        t = orders.at[row, "completed_at"]
+        past = scramble(orders[orders["reported_at"] <= t], pd.Index([row]), seed=int(row))
+        one = model.score_orders(model.history(past, techs, units), past.loc[[row]])
+        got = one.set_index("order_id")
+        pd.testing.assert_frame_equal(got, full.loc[got.index])
+
+
+def test_reasons_name_features(trained):
+    frame, _, model = trained
+    out = model.predict(frame[frame["split"] == "test"].head(20), reasons=3)
+    names = set(feature_columns(frame))
+    for r in out["top_reasons"]:
+        for part in filter(None, r.split(";")):
+            assert part.split("=")[0] in names
+
+
+def test_logistic_baseline_and_split_contract(trained):
+    frame, _, _ = trained
+    feats = feature_columns(frame)
+    fit = frame[(frame["split"] == "fit") & frame["rework"].notna()]
+    lr = LogisticBaseline().fit(fit[feats], fit["rework"])
+    p = lr.predict_proba(frame[feats].head(10))
+    assert ((p > 0) & (p < 1)).all()
+    split, b = time_split(frame["completed_at"], TrainConfig())
+    assert set(split) == {"fit", "calib", "test"} and b["calib_start"] < b["test_start"]
+
+
+def test_metrics_basics():
+    y = np.array([0, 0, 1, 1, np.nan])
+    p = np.array([0.1, 0.2, 0.8, 0.9, 0.5])
+    assert M.auc(y, p) == 1.0
+    assert M.lift_at(y, p, 0.5) == 2.0 and M.recall_at(y, p, 0.5) == 1.0
+    assert M.ece(np.array([0, 1]), np.array([0.5, 0.5])) == 0.0
+    assert M.ece(np.array([1, 1]), np.array([0.0, 0.0])) == 1.0
+
+
+def test_train_config_from_dict_overrides_and_refuses_typos():
+    c = TrainConfig.from_dict({"seed": 1, "heads": {"rework": {"lgbm": {"num_leaves": 7}}}})
+    assert (
+        c.heads["rework"].lgbm["num_leaves"] == 7
+        and c.heads["rework"].lgbm["learning_rate"] == 0.05
+    )
+    with pytest.raises(ValueError):
+        TrainConfig.from_dict({"sede": 1})
