@@ -353,7 +353,7 @@ class SimulationConfig:
     subcontracted: tuple[str, ...] = ("elevator",)
     p_pick_certified: float = 0.75
     p_same_tech_rework: float = 0.55
-    fail_intercept: float = -4.05
+    fail_intercept: float = -3.9
     fail_skill: float = -0.55
     fail_proneness: float = 0.6
     fail_age: float = 0.25
@@ -391,7 +391,7 @@ class SimulationConfig:
     warranty_years: int = 2
     labour_median_yuan: float = 60.0
     parts_median_yuan: float = 90.0
-    dis_intercept: float = -3.75
+    dis_intercept: float = -3.65
     dis_delay: float = 0.9
     dis_urge: float = 0.35
     dis_rework: float = 0.8
