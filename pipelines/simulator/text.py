@@ -187,18 +187,9 @@ PUBLIC: dict[str, list[tuple[str, list[str]]]] = {
     ],
 }
 
-PUBLIC_PLACES = [
-    "",
-    "一单元",
-    "二单元",
-    "地下车库",
-    "楼道",
-    "大堂",
-    "东门",
-    "小区西侧",
-    "三楼",
-    "顶楼",
-]
+#: Public places inside a building (prefixed by its number) and across the community.
+BUILDING_PLACES = ["", "", "一单元", "二单元", "楼道", "大堂", "三楼", "顶楼", "电梯厅"]
+COMMUNITY_PLACES = ["地下车库", "东门", "小区西侧", "南门口", "中心花园旁"]
 
 OPENINGS = (
     [
@@ -286,7 +277,13 @@ REPEAT_CUES = [
     "，修了跟没修一样",
     "，又来了",
 ]
-OLD_BUILDING = ["，老小区管道老化了", "，房子年头久了", "，楼太老了", "，老房子了"]
+OLD_BUILDING = ["，房子年头久了", "，楼太老了", "，老房子了", "，老小区了"]
+#: Extra old-building remarks that only make sense for water problems.
+OLD_PIPES = ["，老小区管道老化了", "，管子都锈了", "，防水早就不行了"]
+#: Categories whose problems can reach the neighbour below / rot old pipes.
+WATER_CATEGORIES = ("plumbing", "waterproofing")
+#: Severity phrase that only fits water problems, and its replacement elsewhere.
+WATER_ONLY_SEVERITY = ("，已经影响到楼下了", "，很影响生活")
 PATROL_OPENINGS = ["巡检发现：", "巡查：", "日常巡检，", "秩序员反馈：", "保洁反馈，", ""]
 PATROL_CLOSINGS = ["，请安排维修", "，需处理", "，已拍照留存", "，请工程部跟进", ""]
 TYPOS = [
@@ -316,6 +313,15 @@ PRAISE = [
     "走的时候还把地扫了",
     "解释得很清楚",
 ]
+_ATTITUDE_PRAISE, _SPEED_PRAISE, _SKILL_PRAISE = PRAISE[:3], PRAISE[3:6], PRAISE[6:]
+#: Praise that does not contradict the worst aspect (delay, attitude, repeat, cost, workmanship).
+PRAISE_BESIDES = (
+    _ATTITUDE_PRAISE + _SKILL_PRAISE,
+    _SPEED_PRAISE + _SKILL_PRAISE,
+    _ATTITUDE_PRAISE + _SPEED_PRAISE,
+    PRAISE,
+    _ATTITUDE_PRAISE + _SPEED_PRAISE,
+)
 GENERIC_GOOD = ["非常满意", "点赞", "辛苦师傅了", "谢谢物业", "好评", "满意", "服务很好"]
 NEUTRAL = ["还行", "可以", "修好了", "一般吧", "凑合", "问题解决了", "没什么问题", "就那样", "嗯"]
 #: Negative aspects: delay, attitude, repeat, cost, workmanship.
@@ -476,8 +482,13 @@ def descriptions(
     indoor = _per_category(rng, ph_in, off_in, cnt_in, category)
     obj_fault = _per_category(rng, ph_pub, off_pub, cnt_pub, category)
     bno = np.strings.add(np.asarray(building_no).astype(_S), "号楼")
-    place_pub = _choose(rng, PUBLIC_PLACES, n)
-    pub_text = _join(np.where(rng.random(n) < 0.8, bno, ""), place_pub, obj_fault)
+    in_building = rng.random(n) < 0.8
+    place_pub = np.where(
+        in_building,
+        np.strings.add(bno, _choose(rng, BUILDING_PLACES, n)),
+        _choose(rng, COMMUNITY_PLACES, n),
+    )
+    pub_text = np.strings.add(place_pub, obj_fault)
     body = np.where(public, pub_text, indoor)
 
     sev_level = np.digitize(severity, [-0.8, 0.9])
@@ -487,10 +498,21 @@ def descriptions(
     emoji = _choose_by(rng, EMOJI, tone)
     duration = _choose(rng, DURATIONS, n)
     duration = np.where(np.strings.str_len(duration) > 0, np.strings.add("，", duration), duration)
+    water = np.isin(category, [CATEGORIES.index(c) for c in WATER_CATEGORIES])
     sev = _choose_by(rng, SEVERITY, sev_level)
+    sev = np.where(~water & (sev == WATER_ONLY_SEVERITY[0]), WATER_ONLY_SEVERITY[1], sev)
     urg = _choose_by(rng, URGENCY, priority)
+    # one "not urgent" remark is enough; "请尽快" once is enough
+    urg = np.where(
+        (sev_level == 0) | (np.strings.find(closing, "尽快") >= 0),
+        np.where(priority > 0, urg, ""),
+        urg,
+    )
     cue = _pick(rng, repeat_cue, REPEAT_CUES)
-    old = _pick(rng, old_building & (rng.random(n) < 0.25), OLD_BUILDING)
+    old_remark = np.where(
+        water & (rng.random(n) < 0.5), _choose(rng, OLD_PIPES, n), _choose(rng, OLD_BUILDING, n)
+    )
+    old = np.where(old_building & (rng.random(n) < 0.25), old_remark, "")
     # repeat cues go first in half the texts: "又坏了！厨房水龙头漏水…"
     cue_first = rng.random(n) < 0.4
     cue_first &= np.strings.str_len(cue) > 0
@@ -553,7 +575,9 @@ def comments(
 
     negative = _join(
         neg,
-        np.where(rng.random(n) < 0.35, np.strings.add("，", second_neg), ""),
+        np.where(
+            (rng.random(n) < 0.35) & (second_neg != neg), np.strings.add("，", second_neg), ""
+        ),
         _choose(rng, ANGER, n),
     )
     positive = _join(
@@ -561,12 +585,13 @@ def comments(
         np.where(rng.random(n) < 0.5, np.strings.add("，", praise2), ""),
         _choose(rng, GOOD_EMOJI, n),
     )
-    mixed_a = _join(praise, "，就是", mild)
-    mixed_b = _join(mild, "，不过", praise)
+    other_praise = _choose_by(rng, PRAISE_BESIDES, worst)
+    mixed_a = _join(other_praise, "，就是", mild)
+    mixed_b = _join(mild, "，不过", other_praise)
     mixed = np.where(rng.random(n) < 0.6, mixed_a, mixed_b)
     neutral = _choose(rng, NEUTRAL, n)
     # a dissatisfied resident whose technician was pleasant still says so (mixed, but negative)
-    angry_mixed = _join(praise, "，但是", neg)
+    angry_mixed = _join(other_praise, "，但是", neg)
 
     issue = worst_level > 1.2
     p_mixed = np.where(rating == 5, 0.4, 0.8)
