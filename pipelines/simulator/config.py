@@ -204,6 +204,8 @@ class SimulationConfig:
         problem, and on first-time reports.
     typo_prob
         Chance of a homophone typo in a text.
+    seasons
+        Seasonal peaks of the report rate (:class:`SeasonBump`).
     """
 
     units_per_community: int = 1000

@@ -39,7 +39,22 @@ class SimulationResult:
         Contract tables with typed columns (timestamps as naive Asia/Shanghai local
         ``datetime64``, nullable booleans/integers); ``pipelines.generate`` renders them.
     ground_truth
-        One row per order: true label probabilities and the latent drivers behind them.
+        One row per order (same order as ``orders``): true label probabilities and the latent
+        drivers behind them. Probabilities are NaN for orders that are not completed.
+
+        - ``p_rework``: P(the contract's rework label is positive) — the order's own failure
+          re-reported within 30 days (or later with a parent link, inside the data) or an
+          independent fault of the same unit and category within 30 days (``p_background``).
+        - ``p_dissatisfied``: P(complaint or rating ≤ 2 | order), unconditional: orders
+          nobody rates count as not dissatisfied here.
+        - ``p_dissatisfied_if_labelled``: the same given the order has a rating or a
+          complaint — the fair oracle on labelled orders, because response is missing not at
+          random (unhappy residents answer more).
+        - ``p_dissatisfied_latent``: P(the resident is dissatisfied), observed or not.
+        - realised latents (``failed``, ``dissatisfied_latent``, ``is_rework``,
+          ``true_parent_order_id`` even when the export has no link) and drivers
+          (``tech_skill``, ``unit_proneness``, ``resident_temperament``, ``delay_factor``,
+          ``load_factor``, …).
     """
 
     orders: pd.DataFrame
