@@ -39,7 +39,12 @@ PROBLEMS: dict[str, str] = {
     "out_of_range": "outside the contract's bounds (timestamps: outside [2000, 2100))",
     "before_<field>": "a lifecycle timestamp precedes an earlier stage's timestamp",
     "missing_for_completed": "`status` is completed but `completed_at` is empty",
-    "duplicate_conflict": "the same key appears with different content (all copies held)",
+    "duplicate_conflict": (
+        "the same key appears with different content: the first copy without other defects is"
+        " kept, every other copy is held here"
+    ),
+    "in_future": "a timestamp more than a day after the moment of validation",
+    "present_while_open": "`completed_at` is set but the order is open/dispatched/in progress",
     "unknown": "`technician_id` is not in the technicians table that was given",
     "field_count": "the CSV line had a different number of fields than the header (`row:`)",
     "self_reference": "`parent_order_id` names the order itself",
@@ -284,28 +289,54 @@ def _lifecycle_problems(typed: pd.DataFrame) -> list[tuple[str, str, np.ndarray]
     if "status" in typed and "completed_at" in typed:
         m = (typed["status"] == "completed").fillna(False) & typed["completed_at"].isna()
         out.append(("completed_at", "missing_for_completed", m.to_numpy(dtype=bool)))
+        still_open = typed["status"].isin(["open", "dispatched", "in_progress"]).fillna(False)
+        m = still_open & typed["completed_at"].notna()
+        out.append(("completed_at", "present_while_open", m.to_numpy(dtype=bool)))
     return out
 
 
 def _duplicate_masks(
-    raw: pd.DataFrame, key: str, key_text: pd.Series
+    raw: pd.DataFrame, key: str, key_text: pd.Series, flawed: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return (conflicting-duplicate mask, identical-duplicate-to-collapse mask)."""
-    present = key_text != ""
-    dup = key_text.duplicated(keep=False) & present
+    """Return (conflicting copies to hold, identical copies to collapse).
+
+    Identical copies (same text in every column) are one order exported twice: the first is
+    kept. Copies that differ conflict: the first copy without any other defect is kept (an
+    export's later, corrupted or edited copy must not cost the original), every other copy is
+    held with ``duplicate_conflict``; when every copy is flawed, all are held.
+    """
+    n = len(raw)
+    present = (key_text != "").to_numpy(dtype=bool)
+    dup = key_text.duplicated(keep=False).to_numpy(dtype=bool) & present
+    hold = np.zeros(n, dtype=bool)
+    collapse = np.zeros(n, dtype=bool)
     if not dup.any():
-        z = np.zeros(len(raw), dtype=bool)
-        return z, z
-    sub = raw.loc[dup.to_numpy()].astype(str)
-    sub = sub.apply(lambda s: s.str.strip())
-    sub[key] = key_text[dup.to_numpy()].to_numpy()
-    sig = pd.util.hash_pandas_object(sub, index=False)
-    n_variants = sig.groupby(sub[key].to_numpy()).transform("nunique")
-    conflict = pd.Series(False, index=raw.index)
-    conflict.loc[n_variants.index] = (n_variants > 1).to_numpy()
-    identical = dup & ~conflict
-    collapse = identical & key_text.duplicated(keep="first")
-    return conflict.to_numpy(), collapse.to_numpy()
+        return hold, collapse
+    rows = np.flatnonzero(dup)
+    sub = raw.iloc[rows].astype(str).apply(lambda s: s.str.strip())
+    keys = key_text.iloc[rows].to_numpy()
+    sub[key] = keys
+    frame = pd.DataFrame(
+        {
+            "row": rows,
+            "key": keys,
+            "sig": pd.util.hash_pandas_object(sub, index=False).to_numpy(),
+            "flawed": flawed[rows],
+        }
+    )
+    variants = frame.groupby("key")["sig"].transform("nunique").to_numpy()
+    ident = frame[variants == 1]
+    collapse[ident["row"].to_numpy()[ident.duplicated("key").to_numpy()]] = True
+    conf = frame[variants > 1]
+    keeper = conf[~conf["flawed"]].groupby("key")["row"].min()
+    keeper_sig = frame.set_index("row").loc[keeper.to_numpy(), "sig"].set_axis(keeper.index)
+    ksig = conf["key"].map(keeper_sig)
+    same_as_keeper = (conf["sig"] == ksig).to_numpy()
+    is_keeper = conf["row"].isin(keeper.to_numpy()).to_numpy()
+    crow = conf["row"].to_numpy()
+    collapse[crow[same_as_keeper & ~is_keeper]] = True
+    hold[crow[~same_as_keeper]] = True
+    return hold, collapse
 
 
 def validate_table(
@@ -314,6 +345,7 @@ def validate_table(
     *,
     known_technicians: set[str] | None = None,
     bad_rows: dict[int, str] | None = None,
+    now: pd.Timestamp | None = None,
 ) -> ValidationResult:
     """Validate a raw table against the contract.
 
@@ -329,6 +361,9 @@ def validate_table(
         Ids of the technicians table, when one was given: unknown ids are quarantined.
     bad_rows
         Rows that the reader could not split into the header's fields, with their reason.
+    now
+        The moment of validation (default: the clock); timestamps more than a day later are
+        ``in_future``.
 
     Raises
     ------
@@ -354,6 +389,9 @@ def validate_table(
         else:
             values, _, _ = _check_column(col, pd.Series([None] * n, index=raw.index, dtype=object))
             typed[col.name] = values
+    horizon = (now or pd.Timestamp.now(tz=TIMEZONE)) + pd.Timedelta(days=1)
+    for c in table.of_type("timestamp"):
+        flags.append((c, "in_future", (typed[c] > horizon).fillna(False).to_numpy(dtype=bool)))
     if table is ORDERS:
         flags.extend(_lifecycle_problems(typed))
         pid = typed["parent_order_id"]
@@ -373,13 +411,14 @@ def validate_table(
                     (tid.notna() & ~tid.isin(known_technicians)).to_numpy(),
                 )
             )
-    key_text, _ = _as_text(raw[table.key])
-    conflict, collapse = _duplicate_masks(raw, table.key, key_text)
-    flags.append((table.key, "duplicate_conflict", conflict))
     if bad_rows:
         m = np.zeros(n, dtype=bool)
         m[list(bad_rows)] = True
         flags.append(("row", "field_count", m))
+    flawed = np.column_stack([f[2] for f in flags]).any(axis=1) if flags else np.zeros(n, bool)
+    key_text, _ = _as_text(raw[table.key])
+    conflict, collapse = _duplicate_masks(raw, table.key, key_text, flawed)
+    flags.append((table.key, "duplicate_conflict", conflict))
 
     matrix = np.column_stack([f[2] for f in flags]) if flags else np.zeros((n, 0), dtype=bool)
     rejected = matrix.any(axis=1) & ~collapse
@@ -415,10 +454,11 @@ def validate_orders(
     technicians: pd.DataFrame | None = None,
     *,
     bad_rows: dict[int, str] | None = None,
+    now: pd.Timestamp | None = None,
 ) -> ValidationResult:
     """Validate raw orders; ``technicians`` (typed, validated) enables the unknown-id check."""
     known = None if technicians is None else set(technicians["technician_id"].dropna().astype(str))
-    return validate_table(raw, ORDERS, known_technicians=known, bad_rows=bad_rows)
+    return validate_table(raw, ORDERS, known_technicians=known, bad_rows=bad_rows, now=now)
 
 
 def cross_table_warnings(orders: pd.DataFrame, units: pd.DataFrame | None) -> dict[str, int]:

@@ -37,6 +37,11 @@ def decode_bytes(data: bytes, encoding: str | None = None) -> tuple[str, str]:
             return data.decode(encoding), encoding
         except (UnicodeDecodeError, LookupError) as e:
             raise UnreadableFileError(f"cannot decode file as {encoding}: {e}") from e
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with BOM (Excel "Unicode text")
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError as e:
+            raise UnreadableFileError(f"cannot decode UTF-16 file: {e}") from e
     for enc in ENCODINGS:
         try:
             return data.decode(enc), enc

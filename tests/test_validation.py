@@ -97,11 +97,49 @@ def test_identical_duplicates_collapse_conflicting_ones_quarantine():
     rows = [good_order(0), a, dict(a), good_order(2), good_order(2, rating="1")]
     res = validate_orders(orders_frame(rows))
     assert res.stats["duplicates_collapsed"] == 1
-    assert res.valid["order_id"].tolist() == ["WO000000", "WO000001"]
-    assert sorted(res.quarantine["source_row"]) == [3, 4]
-    assert all("order_id:duplicate_conflict" in r for r in res.quarantine["reason"])
+    # the first clean copy of a conflicting pair is kept, the other copy is held
+    assert res.valid["order_id"].tolist() == ["WO000000", "WO000001", "WO000002"]
+    assert res.quarantine["source_row"].tolist() == [4]
+    assert res.quarantine["reason"].tolist() == ["order_id:duplicate_conflict"]
     s = res.stats
     assert s["valid_rows"] + s["quarantined_rows"] + s["duplicates_collapsed"] == s["input_rows"]
+
+
+def test_a_flawed_first_copy_does_not_cost_the_clean_one():
+    rows = [
+        good_order(5, rating="9"),
+        good_order(5),
+        good_order(6, rating="8"),
+        good_order(6, cost_yuan="-1"),
+    ]
+    res = validate_orders(orders_frame(rows))
+    assert res.valid["source_row"].tolist() == [1]
+    reasons = dict(zip(res.quarantine["source_row"], res.quarantine["reason"], strict=True))
+    assert reasons[0] == "rating:out_of_range;order_id:duplicate_conflict"
+    assert (
+        "order_id:duplicate_conflict" in reasons[2] and "order_id:duplicate_conflict" in reasons[3]
+    )
+
+
+def test_future_and_open_with_completion_are_defects():
+    now = pd.Timestamp("2024-06-01", tz="Asia/Shanghai")
+    rows = [
+        good_order(0),
+        good_order(
+            1,
+            reported_at="2024-07-01 10:00:00",
+            dispatched_at="",
+            arrived_at="",
+            completed_at="",
+            status="open",
+        ),
+        good_order(2, status="in_progress"),
+    ]
+    res = validate_orders(orders_frame(rows), now=now)
+    assert reasons_of(res) == {
+        1: {"reported_at:in_future"},
+        2: {"completed_at:present_while_open"},
+    }
 
 
 def test_unknown_technician_only_when_table_given():
@@ -158,7 +196,7 @@ def _write_csv(path, rows, encoding):
     orders_frame(rows).to_csv(path, index=False, encoding=encoding)
 
 
-@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk", "gb18030", "utf-16"])
 def test_encodings_are_detected(tmp_path, encoding):
     path = tmp_path / "o.csv"
     _write_csv(path, [good_order(i) for i in range(3)], encoding)
