@@ -55,9 +55,9 @@ class HeadConfig:
     lgbm: dict[str, Any] = field(
         default_factory=lambda: {
             "objective": "binary",
-            "learning_rate": 0.05,
-            "num_leaves": 31,
-            "min_child_samples": 100,
+            "learning_rate": 0.03,
+            "num_leaves": 15,
+            "min_child_samples": 300,
             "feature_fraction": 0.8,
             "bagging_fraction": 0.8,
             "bagging_freq": 1,
@@ -67,8 +67,8 @@ class HeadConfig:
             "max_bin": 127,
         }
     )
-    num_boost_round: int = 300
-    early_stopping_rounds: int = 30
+    num_boost_round: int = 800
+    early_stopping_rounds: int = 60
     calibration: str = "platt"
 
 

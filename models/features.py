@@ -124,6 +124,11 @@ class FeatureConfig:
         the as-of global rate.
     workload_hours
         Window of the community and technician workload counts.
+    min_exposure_days
+        Floor of the observed time when turning a unit's order count into a yearly rate (the
+        first weeks of a history would otherwise give huge rates).
+    proneness_prior
+        Pseudo-count (gamma shape) of the unit fault-proneness estimate.
     arrival_sla_hours
         Response SLA per priority (上门时限): arrival later than this is overdue.
     night_start_hour, night_end_hour
@@ -138,6 +143,8 @@ class FeatureConfig:
     recent_days: float = 90.0
     prior_strength: float = 20.0
     workload_hours: float = 24.0
+    min_exposure_days: float = 90.0
+    proneness_prior: float = 1.5
     arrival_sla_hours: dict[str, float] = field(
         default_factory=lambda: {"normal": 24.0, "urgent": 4.0, "emergency": 1.0}
     )
@@ -343,7 +350,7 @@ class EventIndex:
         return np.searchsorted(self.comp, (keys << _TIME_BITS) + t, side="left")
 
     def query(
-        self, keys: np.ndarray, times: np.ndarray, window_s: float | None = None
+        self, keys: np.ndarray, times: np.ndarray, window_s: float | np.ndarray | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Count and value sums of events with the query's key and time in ``[t - w, t)``.
 
@@ -398,6 +405,27 @@ class History:
     technicians: pd.DataFrame | None
     units: pd.DataFrame | None
     text_scorer: TextScorer | None = None
+    start: float = float("nan")
+    kind_units: np.ndarray = field(default_factory=lambda: np.ones(2))
+
+
+def _tech_table(technicians: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Technicians indexed by id (first row per id), or None."""
+    if technicians is None or not len(technicians):
+        return None
+    t = technicians.drop_duplicates("technician_id")
+    return t.set_index(pd.Index(t["technician_id"].astype(str).to_numpy(dtype=object)))
+
+
+def _team_codes(
+    tech_ids: np.ndarray, team_of_tech: pd.Series | None, vocab: pd.Index
+) -> np.ndarray:
+    """Team code of each order's technician (-1 when unknown)."""
+    if team_of_tech is None or not len(vocab):
+        return np.full(len(tech_ids), -1, dtype=np.int64)
+    teams = team_of_tech.reindex(pd.Index(tech_ids, dtype=object)).to_numpy(dtype=object)
+    teams = np.array([None if (v is pd.NA or v is None) else v for v in teams], dtype=object)
+    return _codes(teams, vocab)
 
 
 def _codes(values: np.ndarray, vocab: pd.Index) -> np.ndarray:
@@ -464,7 +492,29 @@ def build_history(
     arrival_h = (t_arr - _secs(orders["reported_at"])) / _HOUR
     repair_h = (t_done - t_arr) / _HOUR
 
+    techs = _tech_table(technicians)
+    team_of_tech = None if techs is None or "team" not in techs else techs["team"]
+    vocab["team"] = (
+        pd.Index([]) if team_of_tech is None else pd.Index(team_of_tech.dropna().unique())
+    )
+    team = _team_codes(_str(orders["technician_id"]), team_of_tech, vocab["team"])
+
     ev: dict[str, EventIndex] = {}
+    ev["team_report"] = EventIndex(team, t_rep)
+    kind = (_str(orders["area_type"]) == "public").astype(np.int64)
+    ev["kind_report"] = EventIndex(kind, t_rep)
+    # units per kind: from the units table when given (includes homes that never reported),
+    # else the distinct units of the history
+    if units is not None and len(units) and "unit_id" in units:
+        known = set(units["unit_id"].astype(str))
+        ids = pd.Series(_str(orders["unit_id"]))
+        pub_ids = set(ids[kind == 1])
+        kind_units = np.array([len(known - pub_ids), len(pub_ids | (known & pub_ids))], float)
+    else:
+        kind_units = np.array(
+            [len(set(_str(orders["unit_id"])[kind == k])) for k in (0, 1)], dtype=float
+        )
+    ev["unit_rework_closed"] = EventIndex(unit, t_closed, {"pos": rw_pos})
     ev["unit_cat_report"] = EventIndex(unit_cat, t_rep)
     ev["unit_report"] = EventIndex(unit, t_rep)
     ev["unit_cat_done"] = EventIndex(unit_cat, t_done)
@@ -492,17 +542,13 @@ def build_history(
     ev["cat_arrival"] = EventIndex(np.where(np.isnan(arrival_h), -1, cat), t_arr, {"h": arrival_h})
     ev["cat_repair"] = EventIndex(np.where(np.isnan(repair_h), -1, cat), t_done, {"h": repair_h})
 
-    techs = None
-    if technicians is not None and len(technicians):
-        techs = technicians.drop_duplicates("technician_id").set_index(
-            technicians["technician_id"].drop_duplicates().astype(str).to_numpy()
-        )
     unit_tab = None
     if units is not None and len(units):
         unit_tab = units.drop_duplicates("unit_id").set_index(
             units["unit_id"].drop_duplicates().astype(str).to_numpy()
         )
-    return History(cfg, vocab, ev, techs, unit_tab, text_scorer)
+    start = float(np.nanmin(t_rep)) if np.isfinite(t_rep).any() else float("nan")
+    return History(cfg, vocab, ev, techs, unit_tab, text_scorer, start, kind_units)
 
 
 # --------------------------------------------------------------------------------------------
@@ -617,6 +663,46 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     f["days_since_unit_cat_report"] = (t_rep - last_rep) / _DAY
     f["days_since_unit_cat_done"] = (t_rep - last_done) / _DAY
     f["unit_reworks_365d"] = ev["unit_rework"].query(unit, t_done, 365 * _DAY)[0]
+    # all-time unit history: some homes (old pipes, bad waterproofing) fail again and again
+    f["unit_orders_all"] = ev["unit_report"].query(unit, t_rep)[0]
+    f["unit_reworks_all"] = ev["unit_rework"].query(unit, t_done)[0]
+    # exposure: counts since the history began mean little without how long that was
+    observed = np.maximum((t_rep - history.start) / _DAY, cfg.min_exposure_days)
+    f["history_days"] = (t_rep - history.start) / _DAY
+    f["unit_orders_per_year"] = f["unit_orders_all"] / observed * 365.0
+    f["unit_cat_orders_all"] = ev["unit_cat_report"].query(unit_cat, t_rep)[0]
+    f["unit_cat_orders_per_year"] = f["unit_cat_orders_all"] / observed * 365.0
+    # Poisson-gamma posterior of the unit's fault-proneness relative to an average unit of
+    # its kind (indoor / public): (a + k) / (a + expected k), expected from the as-of report
+    # rate per known unit of that area type
+    kind = (_str(orders["area_type"]) == "public").astype(np.int64)
+    kr, _ = ev["kind_report"].query(kind, t_rep, 365 * _DAY)
+    per_unit = kr / np.maximum(history.kind_units[kind], 1.0) / np.minimum(observed, 365.0)
+    a = cfg.proneness_prior
+    f["unit_proneness"] = (a + f["unit_orders_all"]) / (a + per_unit * observed)
+    un, us = ev["unit_rework_closed"].query(unit, t_done)
+    f["unit_rework_rate"] = _shrunk(us["pos"], un, prior_rw, m)
+
+    # team workload (overloaded teams rush jobs): reports so far today and in the last 24 h
+    team_of_tech = None
+    if history.technicians is not None and "team" in history.technicians:
+        team_of_tech = history.technicians["team"]
+    team = _team_codes(tech_ids, team_of_tech, history.vocab["team"])
+    midnight = _secs(rep_local.dt.floor("D"))
+    has_team = team >= 0
+    f["team_orders_today"] = np.where(
+        has_team, ev["team_report"].query(team, t_rep, t_rep - midnight)[0], np.nan
+    )
+    team_24h = ev["team_report"].query(team, t_rep, cfg.workload_hours * _HOUR)[0]
+    size = np.full(n, np.nan)
+    if team_of_tech is not None:
+        sizes = team_of_tech.value_counts()
+        size = (
+            pd.Series(history.technicians.reindex(pd.Index(tech_ids, dtype=object))["team"])
+            .map(sizes)
+            .to_numpy(dtype=float, na_value=np.nan)
+        )
+    f["team_load_24h"] = np.where(has_team, team_24h / size, np.nan)
     f["unit_cat_reworks_365d"] = ev["unit_cat_rework"].query(unit_cat, t_done, 365 * _DAY)[0]
 
     # ---- technician track record ------------------------------------------------------------

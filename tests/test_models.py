@@ -169,7 +169,7 @@ def test_train_config_from_dict_overrides_and_refuses_typos():
     c = TrainConfig.from_dict({"seed": 1, "heads": {"rework": {"lgbm": {"num_leaves": 7}}}})
     assert (
         c.heads["rework"].lgbm["num_leaves"] == 7
-        and c.heads["rework"].lgbm["learning_rate"] == 0.05
+        and c.heads["rework"].lgbm["learning_rate"] == 0.03
     )
     with pytest.raises(ValueError):
         TrainConfig.from_dict({"sede": 1})
