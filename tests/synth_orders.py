@@ -27,9 +27,18 @@ DESC = {
 
 
 def make_orders(
-    n: int = 3000, seed: int = 0, days: int = 360, n_tech: int = 25, n_units: int = 300
+    n: int = 3000,
+    seed: int = 0,
+    days: int = 360,
+    n_tech: int = 25,
+    n_units: int = 300,
+    rework_drift: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Return ``(orders, technicians, units, ground_truth)`` typed like validation's output."""
+    """Return ``(orders, technicians, units, ground_truth)`` typed like validation's output.
+
+    ``rework_drift`` adds this much to the rework log-odds by the end of the period (linear in
+    time): the base rate drifts upward, as the goals require calibration to survive.
+    """
     rng = np.random.default_rng(seed)
     start = pd.Timestamp("2024-01-01", tz=TIMEZONE)
     cats = np.array(CATEGORIES)
@@ -92,7 +101,7 @@ def make_orders(
         repeat = (u, c) in last_done and t - last_done[(u, c)] < 30
         parts = rng.random() < 0.4
         urge = rng.poisson(max(arrival_h / sla - 0.5, 0.05))
-        lr = -2.6 - 0.9 * skill[k] + 0.9 * (not certified) + 1.0 * repeat + 0.4 * parts
+        lr = -2.6 + rework_drift * t / days - 0.9 * skill[k] + 0.9 * (not certified) + 1.0 * repeat + 0.4 * parts
         p_rw = 1 / (1 + np.exp(-lr))
         ld = -2.2 + 1.2 * (arrival_h > sla) + 0.35 * urge + 0.9 * temper[u] + 1.0 * p_rw
         p_ds = 1 / (1 + np.exp(-ld))

@@ -1,0 +1,179 @@
+"""The registered model round-trips; the gate promotes only what is not worse; CLI end to end."""
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from models.estimators import HEADS, TrainConfig, fit_risk_model, training_frame
+from models.features import FeatureConfig
+from models.registry import GateConfig, gate, input_example, save_model, score_contract_orders
+from tests.synth_orders import make_orders
+
+FAST = TrainConfig.from_dict({"heads": {h: {"num_boost_round": 60} for h in HEADS}})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_orders(3000, seed=21, days=400, n_tech=20, n_units=300)
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    orders, techs, units, _ = data
+    frame, _ = training_frame(orders, technicians=techs, units=units, config=FAST)
+    return fit_risk_model(frame, FeatureConfig(), FAST)
+
+
+def test_gate_keeps_the_champion_when_worse_or_miscalibrated():
+    cfg = GateConfig(auc_tolerance=0.01, max_ece=0.02)
+    champ = {"rework_auc": 0.70, "dissatisfied_auc": 0.80}
+    good = {
+        "rework_auc": 0.695,
+        "dissatisfied_auc": 0.81,
+        "rework_ece": 0.01,
+        "dissatisfied_ece": 0.01,
+    }
+    ok, why = gate(good, champ, cfg)
+    assert ok, why
+    worse = {**good, "rework_auc": 0.68}
+    ok, why = gate(worse, champ, cfg)
+    assert not ok and "rework: AUC" in why[0]
+    uncalibrated = {**good, "dissatisfied_ece": 0.05}
+    ok, why = gate(uncalibrated, None, cfg)
+    assert not ok and "ECE" in why[0]
+    assert gate(good, None, cfg) == (True, ["no champion yet"])
+
+
+def test_pyfunc_round_trip_scores_json_orders_like_the_model(model, data, tmp_path):
+    import mlflow.pyfunc
+
+    orders, _, _, _ = data
+    path = save_model(model, tmp_path / "m", input_example(orders))
+    loaded = mlflow.pyfunc.load_model(str(path))
+    window = orders[orders["reported_at"] >= orders["reported_at"].quantile(0.8)]
+    js = input_example(window, n=len(window))  # strings, as JSON would deliver them
+    got = loaded.predict(js)
+    want = score_contract_orders(model, window)
+    assert list(got.columns[:3]) == ["order_id", "rework_risk", "dissatisfaction_prob"]
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert got["rework_risk"].between(0, 1).all()
+    mlmodel = (path / "MLmodel").read_text()
+    assert "signature" in mlmodel and (path / "input_example.json").exists()
+    assert "lightgbm==" in (path / "requirements.txt").read_text()
+
+
+def test_register_sets_challenger_then_champion(model, data, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from models.registry import log_run, register
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # artifacts of a SQLite store land under ./mlruns
+    path = save_model(model, tmp_path / "m", input_example(data[0]))
+    good = {
+        "rework_auc": 0.7,
+        "dissatisfied_auc": 0.7,
+        "rework_ece": 0.01,
+        "dissatisfied_ece": 0.01,
+    }
+    run1 = log_run(path, {"p": 1}, good, "abc")
+    d1 = register(run1, GateConfig(), name="t")
+    assert d1["promoted"] and d1["version"] == 1
+    run2 = log_run(path, {"p": 2}, {**good, "rework_auc": 0.5}, "abc")
+    d2 = register(run2, GateConfig(), name="t")
+    assert not d2["promoted"] and d2["champion"] == 1
+    client = MlflowClient()
+    assert int(client.get_model_version_by_alias("t", "champion").version) == 1
+    assert int(client.get_model_version_by_alias("t", "challenger").version) == 2
+
+
+@pytest.mark.slow
+def test_cli_train_score_register(data, tmp_path, monkeypatch):
+    from pipelines.cli import app
+
+    orders, techs, units, truth = data
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    orders.to_parquet("orders.parquet")
+    techs.to_parquet("technicians.parquet")
+    units.to_parquet("units.parquet")
+    truth.to_parquet("truth.parquet")
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  heads:\n    rework: {num_boost_round: 60}\n    dissatisfied: {num_boost_round: 60}\n"
+        "register:\n  max_ece: 1.0\n"
+    )
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--orders",
+            "orders.parquet",
+            "--technicians",
+            "technicians.parquet",
+            "--units",
+            "units.parquet",
+            "--truth",
+            "truth.parquet",
+            "--model-dir",
+            "model",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["rework_auc"] <= metrics["rework_oracle_auc"] + 0.02
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--model-dir",
+            "model",
+            "--orders",
+            "orders.parquet",
+            "--from",
+            "2024-12-01",
+            "--to",
+            "2025-01-01",
+            "--out",
+            "scores.csv",
+            "--technicians",
+            "technicians.parquet",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert {"order_id", "rework_risk", "dissatisfaction_prob", "top_reasons"} <= set(scores)
+    assert len(scores) > 10
+    r = CliRunner().invoke(app, ["register", "--model-dir", "model"])
+    assert r.exit_code == 0 and "champion" in r.output, r.output
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--model-dir",
+            "nowhere",
+            "--orders",
+            "orders.parquet",
+            "--from",
+            "2024-12-01",
+            "--out",
+            "x.csv",
+        ],
+    )
+    assert r.exit_code == 2 and "not a repairqc model directory" in r.output
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--model-dir",
+            "model",
+            "--orders",
+            "orders.parquet",
+            "--from",
+            "yesterday-ish",
+            "--out",
+            "x.csv",
+        ],
+    )
+    assert r.exit_code == 2 and "not a timestamp" in r.output
