@@ -101,7 +101,8 @@ def make_orders(
         repeat = (u, c) in last_done and t - last_done[(u, c)] < 30
         parts = rng.random() < 0.4
         urge = rng.poisson(max(arrival_h / sla - 0.5, 0.05))
-        lr = -2.6 + rework_drift * t / days - 0.9 * skill[k] + 0.9 * (not certified) + 1.0 * repeat + 0.4 * parts
+        lr = -2.6 + rework_drift * t / days - 0.9 * skill[k]
+        lr += 0.9 * (not certified) + 1.0 * repeat + 0.4 * parts
         p_rw = 1 / (1 + np.exp(-lr))
         ld = -2.2 + 1.2 * (arrival_h > sla) + 0.35 * urge + 0.9 * temper[u] + 1.0 * p_rw
         p_ds = 1 / (1 + np.exp(-ld))

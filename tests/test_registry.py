@@ -101,7 +101,8 @@ def test_cli_train_score_register(data, tmp_path, monkeypatch):
     units.to_parquet("units.parquet")
     truth.to_parquet("truth.parquet")
     (tmp_path / "params.yaml").write_text(
-        "train:\n  heads:\n    rework: {num_boost_round: 60}\n    dissatisfied: {num_boost_round: 60}\n"
+        "train:\n  heads:\n    rework: {num_boost_round: 60}\n"
+        "    dissatisfied: {num_boost_round: 60}\n"
         "register:\n  max_ece: 1.0\n"
     )
     r = CliRunner().invoke(
