@@ -5,7 +5,8 @@ Writes into the output directory:
 * ``metrics.json`` — per head: AUC, PR-AUC, Brier, ECE, lift/recall at 5/10/20 % for the model,
   the quality team's rule and the logistic regression; on generated data the oracle's AUC and
   the ratio to it (DVC metrics)
-* ``plots/<head>_roc.csv``, ``<head>_calibration.csv``, ``<head>_lift.csv`` (DVC plots)
+* ``plots/<head>_roc.csv`` (+ ``_roc_rule``, ``_roc_logreg``), ``<head>_calibration.csv``,
+  ``<head>_lift.csv`` (DVC plots)
 * ``slices.csv`` — per community and category: AUC, base rate, mean score, ECE
 """
 
@@ -86,10 +87,9 @@ def evaluate_scored(
             metrics[f"{head}_auc_ratio_oracle"] = (
                 metrics[f"{head}_auc"] / metrics[f"{head}_oracle_auc"]
             )
-        roc = M.roc_points(y, model).assign(score="model")
-        roc_rule = M.roc_points(y, test["rule"]).assign(score="rule")
-        roc_lr = M.roc_points(y, test[f"{head}__logreg"]).assign(score="logreg")
-        plots[f"{head}_roc"] = pd.concat([roc, roc_rule, roc_lr], ignore_index=True)
+        plots[f"{head}_roc"] = M.roc_points(y, model)
+        plots[f"{head}_roc_rule"] = M.roc_points(y, test["rule"])
+        plots[f"{head}_roc_logreg"] = M.roc_points(y, test[f"{head}__logreg"])
         plots[f"{head}_calibration"] = M.calibration_points(y, model)
         plots[f"{head}_lift"] = M.lift_points(y, model)
         for by in ("community_id", "category"):
