@@ -534,6 +534,7 @@ def build_history(
         np.where(np.isnan(comment_sent), -1, res), t_follow, {"sent": comment_sent}
     )
     ev["comm_report"] = EventIndex(comm, t_rep)
+    ev["comm_cat_report"] = EventIndex(_pair(comm, cat, ncat), t_rep)
     ev["comm_dissat"] = EventIndex(comm, ds_known, {"pos": ds})
     ev["comm_rework"] = EventIndex(comm, t_closed, {"pos": rw_pos})
     ev["global_rework"] = EventIndex(zero, t_closed, {"pos": rw_pos})
@@ -609,6 +610,8 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
         (rep_hour >= cfg.night_start_hour) | (rep_hour < cfg.night_end_hour)
     ).astype(float)
     f["report_weekday"] = rep_local.dt.day_of_week.to_numpy(dtype=float, na_value=np.nan)
+    # season: leaks and air conditioning have their months (梅雨, summer), and so do repeats
+    f["report_month"] = rep_local.dt.month.to_numpy(dtype=float, na_value=np.nan)
     hol, off = _calendar_flags(rep_local.dt.date)
     f["report_holiday"] = hol
     f["report_offday"] = off
@@ -774,6 +777,14 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     # ---- community --------------------------------------------------------------------------
     f["comm_orders_workload"] = ev["comm_report"].query(comm, t_rep, cfg.workload_hours * _HOUR)[0]
     f["comm_orders_7d"] = ev["comm_report"].query(comm, t_rep, 7 * _DAY)[0]
+    # current intensity of this kind of fault here (season, weather, ageing stock): the last
+    # 30 days' same-category reports against the community's yearly monthly average
+    comm_cat = _pair(comm, cat, ncat)
+    cc30 = ev["comm_cat_report"].query(comm_cat, t_rep, 30 * _DAY)[0]
+    cc365 = ev["comm_cat_report"].query(comm_cat, t_rep, 365 * _DAY)[0]
+    months_seen = np.minimum(observed, 365.0) / 30.0
+    f["comm_cat_orders_30d"] = cc30
+    f["comm_cat_intensity"] = (cc30 + 1.0) / (cc365 / months_seen + 1.0)
     cdn, cds = ev["comm_dissat"].query(comm, t_done, 365 * _DAY)
     f["comm_dissat_rate"] = _shrunk(cds["pos"], cdn, prior_ds, m)
     crn, crs = ev["comm_rework"].query(comm, t_done, 365 * _DAY)

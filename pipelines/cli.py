@@ -171,7 +171,14 @@ def train_cmd(
 
     try:
         res = train_files(
-            orders, model_dir, technicians, units, parse_time(until), features, truth, params,
+            orders,
+            model_dir,
+            technicians,
+            units,
+            parse_time(until),
+            features,
+            truth,
+            params,
             log_mlflow=not no_mlflow,
         )
     except (ValueError, FileNotFoundError) as e:
@@ -257,6 +264,69 @@ def register_cmd(
         _fail(str(e))
     state = "champion" if d["promoted"] else "challenger (champion unchanged)"
     typer.echo(f"{d['name']} v{d['version']}: {state}; " + "; ".join(d["reasons"]))
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option("--model-dir", help="Serve this model directory instead of the champion."),
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Policy YAML (default serving/policy.yaml).")
+    ] = None,
+) -> None:
+    """Start the scoring API (needs REPAIRQC_SAMPLING_SECRET unless REPAIRQC_DEV_MODE=1)."""
+    from pipelines.serve import serve
+
+    try:
+        serve(host, port, model_dir, policy)
+    except ValueError as e:
+        _fail(str(e))
+
+
+keys_app = typer.Typer(help="API keys of the scoring service (stored hashed).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create_cmd(
+    role: Annotated[str, typer.Option("--role", help="system, quality or admin.")],
+    note: Annotated[str | None, typer.Option("--note", help="Who or what the key is for.")] = None,
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from pipelines.serve import create_key
+
+    try:
+        key_id, key = create_key(role, note)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(key)
+    typer.secho(f"key id {key_id} ({role}); shown once, store it now", err=True)
+
+
+@keys_app.command("list")
+def keys_list_cmd() -> None:
+    """List key ids, roles and dates (never the keys)."""
+    from pipelines.serve import list_keys
+
+    for k in list_keys():
+        cells = (k["key_id"], k["role"], k["created_at"], k["revoked_at"] or "-", k["note"] or "")
+        typer.echo("\t".join(map(str, cells)))
+
+
+@keys_app.command("revoke")
+def keys_revoke_cmd(
+    key_id: Annotated[str, typer.Argument(help="Key id from `keys list`.")],
+) -> None:
+    """Revoke a key (effective within the service's key cache time)."""
+    from pipelines.serve import revoke_key
+
+    if not revoke_key(key_id):
+        _fail(f"no active key {key_id}")
+    typer.echo(f"revoked {key_id}")
 
 
 def main() -> None:

@@ -1,0 +1,152 @@
+"""Benchmark of the risk-model pipeline: time, peak memory and quality against the oracle.
+
+Generates a data set with the project's simulator (or reads one), then times each step of
+validate → features → train → evaluate → save, the per-order latency of scoring one completed
+order against a stored history (the API's path), and reports the goals:
+rework AUC ≥ 0.95 × oracle, dissatisfaction AUC ≥ 0.93 × oracle, never above the oracle,
+ECE ≤ 0.02, lift at the top 10 % ≥ 2.5.
+
+Usage::
+
+    nice python bench/bench_pipeline.py --units 32000            # ~100k orders
+    nice python bench/bench_pipeline.py --data data/raw           # an existing generated dir
+    nice python bench/bench_pipeline.py --synthetic-drift 1.0     # drifting rework rate
+
+Prints one JSON document (also written to ``--out`` when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+GOALS = {"rework": 0.95, "dissatisfied": 0.93}
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _data(args: argparse.Namespace, tmp: Path) -> tuple[tuple, pd.DataFrame | None, dict]:
+    """Typed (orders, technicians, units), ground truth, timings."""
+    from pipelines.features import load_orders
+
+    t: dict[str, float] = {}
+    if args.synthetic_drift is not None:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.synth_orders import make_orders
+
+        t0 = time.perf_counter()
+        o, te, u, g = make_orders(
+            args.synthetic_orders,
+            seed=args.seed,
+            days=720,
+            n_tech=60,
+            n_units=args.synthetic_orders // 12,
+            rework_drift=args.synthetic_drift,
+        )
+        t["generate"] = time.perf_counter() - t0
+        return (o, te, u), g, t
+    d = Path(args.data) if args.data else tmp / "raw"
+    if not args.data:
+        from pipelines.generate import generate
+
+        t0 = time.perf_counter()
+        generate(d, seed=args.seed, units=args.units, months=args.months)
+        t["generate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    typed = load_orders(d / "orders.csv", d / "technicians.csv", d / "units.csv")
+    t["read_validate"] = time.perf_counter() - t0
+    gt = d / "ground_truth.parquet"
+    return typed, (pd.read_parquet(gt) if gt.exists() else None), t
+
+
+def main() -> None:
+    """Run the benchmark and print the JSON report."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--units", type=int, default=32000, help="homes to simulate (~3 orders each)")
+    p.add_argument("--months", type=int, default=24, help="months of history to simulate")
+    p.add_argument("--seed", type=int, default=7, help="generator seed (not the default data's)")
+    p.add_argument("--data", help="use this generated directory instead of simulating")
+    p.add_argument("--synthetic-drift", type=float, help="use the test generator with this drift")
+    p.add_argument("--synthetic-orders", type=int, default=60000, help="size for --synthetic-drift")
+    p.add_argument("--out", help="also write the JSON report here")
+    args = p.parse_args()
+
+    from models.estimators import HEADS, TrainConfig, fit_risk_model, training_frame
+    from models.features import FeatureConfig, build_history, completed_mask, features_for
+    from models.registry import input_example, save_model
+    from pipelines.evaluate import evaluate_scored, scored_test_frame
+
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        (orders, techs, units), truth, t = _data(args, tmp)
+        fcfg, tcfg = FeatureConfig(), TrainConfig()
+        t0 = time.perf_counter()
+        frame, _ = training_frame(
+            orders, technicians=techs, units=units, feature_config=fcfg, config=tcfg
+        )
+        t["features"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model = fit_risk_model(frame, fcfg, tcfg)
+        t["fit"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics, _, _ = evaluate_scored(scored_test_frame(model, frame, truth))
+        t["evaluate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        save_model(model, tmp / "model", input_example(orders))
+        t["save_model"] = time.perf_counter() - t0
+
+        # API path: a stored history, one completed order at a time
+        t0 = time.perf_counter()
+        hist = build_history(orders, technicians=techs, units=units, config=fcfg)
+        t["build_history"] = time.perf_counter() - t0
+        done = orders[completed_mask(orders).to_numpy()].tail(200)
+        lat = []
+        for i in range(len(done)):
+            s = time.perf_counter()
+            model.predict(features_for(hist, done.iloc[[i]]), reasons=3)
+            lat.append(time.perf_counter() - s)
+
+    report: dict = {
+        "orders": len(orders),
+        "completed": int(completed_mask(orders).sum()),
+        "seconds": {k: round(v, 2) for k, v in t.items()},
+        "pipeline_seconds": round(sum(v for k, v in t.items() if k != "generate"), 2),
+        "peak_memory_mb": round(_peak_mb(), 0),
+        "single_order_ms": {
+            "p50": round(1000 * float(np.median(lat)), 2),
+            "p95": round(1000 * float(np.quantile(lat, 0.95)), 2),
+        },
+        "best_iterations": {h: model.info[f"{h}_best_iteration"] for h in HEADS},
+    }
+    for head, goal in GOALS.items():
+        r = {
+            k[len(head) + 1 :]: round(v, 4)
+            for k, v in metrics.items()
+            if k.startswith(head + "_") and isinstance(v, float)
+        }
+        ratio = r.get("auc_ratio_oracle")
+        r["goals"] = {
+            "auc_vs_oracle": None if ratio is None else bool(goal <= ratio <= 1.0),
+            "ece<=0.02": bool(r["ece"] <= 0.02),
+            "lift_top10>=2.5": bool(r["lift_top10"] >= 2.5),
+        }
+        report[head] = r
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

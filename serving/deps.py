@@ -1,0 +1,73 @@
+"""Request dependencies: the service state and role-checked API keys.
+
+Roles: ``system`` scores and ingests, ``quality`` works the queues and records outcomes,
+``admin`` reloads and reads the policy and may do everything. Missing or unknown key: 401;
+a known key of the wrong role: 403. Key lookups are cached for ``KEY_CACHE_SECONDS`` so a hot
+path does not query the store per request; a revoked key stops working within that time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from serving.state import ServiceState
+from serving.store.db import hash_key
+
+#: Seconds a key's role is cached in memory (bounds how long a revoked key keeps working).
+KEY_CACHE_SECONDS = 30.0
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
+_cache: dict[str, tuple[str | None, float]] = {}
+_cache_lock = threading.Lock()
+
+
+def get_state(request: Request) -> ServiceState:
+    """The app's state (503 while the model is not loaded)."""
+    state = getattr(request.app.state, "service", None)
+    if state is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "model not loaded")
+    return state
+
+
+def _role(state: ServiceState, key: str) -> str | None:
+    h = hash_key(key)
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(h)
+    if hit is not None and now - hit[1] < KEY_CACHE_SECONDS:
+        return hit[0]
+    role = state.store.role_of(key)
+    with _cache_lock:
+        _cache[h] = (role, now)
+    return role
+
+
+def require(*roles: str) -> Callable[..., str]:
+    """Dependency: the caller's key must have one of ``roles`` (admin always may)."""
+
+    def check(
+        creds: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+        state: ServiceState = Depends(get_state),  # noqa: B008
+    ) -> str:
+        unauthorized = HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or unknown API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        if creds is None or not creds.credentials:
+            raise unauthorized
+        role = _role(state, creds.credentials)
+        if role is None:
+            raise unauthorized
+        if role != "admin" and role not in roles:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"role {role!r} may not do this (needs {roles})"
+            )
+        return role
+
+    return check

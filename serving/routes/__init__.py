@@ -1,0 +1,1 @@
+"""HTTP routes: thin shells over :mod:`serving.state` and :mod:`serving.engine`."""

@@ -1,0 +1,127 @@
+"""``POST /v1/score``: validate, store, score, decide, record.
+
+A batch with bad orders: by default the request is atomic — a 422 lists every bad order (its
+index, id and ``field:problem`` reasons, exactly as the file quarantine names them) and
+nothing is stored or scored, so the caller fixes and re-sends the batch (re-sending is safe:
+decisions are idempotent). With ``?partial=true`` the valid orders are stored and scored and
+the bad ones come back in ``rejected``; no good order is lost either way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+
+from models.schemas import ORDERS, TECHNICIANS, UNITS, Table
+from models.validation import REASON, SOURCE_ROW, validate_orders, validate_table
+from serving.deps import get_state, require
+from serving.schemas import Decision, Rejected, ScoreRequest, ScoreResponse
+from serving.state import ServiceState
+from serving.store import tables as T
+from serving.store.db import frame_rows
+
+router = APIRouter()
+
+
+def _errors(raw: list[dict[str, Any]], table: Table) -> tuple[pd.DataFrame, list[Rejected]]:
+    """Validate rows of a contract table; typed valid rows and the rejected ones."""
+    frame = pd.DataFrame(raw, columns=table.names, dtype=object)
+    res = (validate_orders if table is ORDERS else lambda f: validate_table(f, table))(frame)
+    bad: dict[int, list[str]] = {
+        int(r[SOURCE_ROW]): str(r[REASON]).split(";")
+        for r in res.quarantine[[SOURCE_ROW, REASON]].to_dict("records")
+    }
+    valid = res.valid
+    if table is ORDERS:
+        not_done = (valid["status"] != "completed").fillna(True).to_numpy(dtype=bool)
+        for i in valid.loc[not_done, SOURCE_ROW]:
+            bad.setdefault(int(i), []).append("status:not_completed")
+        valid = valid[~not_done]
+    rejected = []
+    for i, errs in sorted(bad.items()):
+        key = raw[i].get(table.key)
+        label = f"{table.name}[{i}]" + (f" ({key})" if key else "")
+        rejected.append(
+            Rejected(index=i, order_id=key, errors=errs, message=f"{label}: {';'.join(errs)}")
+        )
+    return valid.drop(columns=SOURCE_ROW).reset_index(drop=True), rejected
+
+
+def _public(d: dict[str, Any], replayed: bool) -> Decision:
+    created = d["created_at"]
+    if isinstance(created, dt.datetime) and created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    return Decision(
+        **{k: d[k] for k in Decision.model_fields if k in d and k not in ("created_at",)},
+        created_at=created.isoformat() if isinstance(created, dt.datetime) else str(created),
+        replayed=replayed,
+    )
+
+
+@router.post(
+    "/v1/score",
+    response_model=ScoreResponse,
+    summary="Score completed orders (1 to 10,000) and record the decisions",
+    responses={
+        401: {"description": "missing or unknown API key"},
+        403: {"description": "the key's role may not score"},
+        422: {"description": "invalid orders: each bad order named with `field:problem`"},
+    },
+)
+def score(
+    body: ScoreRequest,
+    partial: bool = Query(False, description="Score the valid orders, return the bad ones."),
+    rescore: bool = Query(
+        False, description="Decide again under the served model; earlier decisions are kept."
+    ),
+    state: ServiceState = Depends(get_state),  # noqa: B008
+    _role: str = Depends(require("system")),  # noqa: B008
+) -> ScoreResponse:
+    """Store each order (history for later scores), score it as of its completion, decide."""
+    n = len(body.orders)
+    limit = state.settings.max_batch
+    if not 1 <= n <= limit:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"orders: 1 to {limit} orders per request (got {n})",
+        )
+    raw = [o.model_dump() for o in body.orders]
+    orders, rejected = _errors(raw, ORDERS)
+    side: list[tuple[Any, Table, pd.DataFrame]] = []
+    for rows, table, sql in (
+        (body.technicians, TECHNICIANS, T.technicians),
+        (body.units, UNITS, T.units),
+    ):
+        if rows:
+            valid, bad = _errors([r.model_dump() for r in rows], table)
+            rejected += bad
+            side.append((sql, table, valid))
+    state.metrics.rejected.inc(len(rejected))
+    if rejected and not partial:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, [r.model_dump() for r in rejected]
+        )
+    for sql, table, valid in side:
+        state.store.upsert_side(sql, table, frame_rows(valid, table))
+    if side:
+        state.cache.add(orders.iloc[:0], side_changed=True)
+    if not len(orders):
+        return ScoreResponse(decisions=[], rejected=rejected)
+    records, replayed = state.scorer.score(orders, rescore=rescore)
+    m = state.metrics
+    for d, again in zip(records, replayed, strict=True):
+        if again:
+            m.replays.inc()
+            continue
+        m.scores.inc()
+        m.levels.labels(d["risk_level"]).inc()
+        m.samples.inc(int(d["third_party_sample"]))
+        for f in d["inspection_reasons"]:
+            m.flags.labels(f["code"]).inc()
+    return ScoreResponse(
+        decisions=[_public(d, again) for d, again in zip(records, replayed, strict=True)],
+        rejected=rejected,
+    )

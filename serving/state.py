@@ -1,0 +1,121 @@
+"""The service's state: settings, store, served model, history, policy; loading and reload.
+
+Reload is atomic: the new model is loaded, checked (compatible heads, finite probabilities on a
+smoke batch through the full feature path) and only then swapped in with one assignment under
+a lock; any failure leaves the old model serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from models import sampling as S
+from models.estimators import HEADS, RiskModel
+from models.features import completed_mask, features_for
+from models.schemas import ORDERS
+from models.validation import validate_orders
+from serving.config import Settings
+from serving.engine import HistoryCache, Scorer, ServedModel
+from serving.model_source import ModelIdentity, ModelLoadError, load_from_dir, load_from_registry
+from serving.observability import Metrics
+from serving.reasons import Reasoner
+from serving.schemas import ORDER_EXAMPLE
+from serving.store.db import Store, make_engine, upgrade
+
+log = logging.getLogger(__name__)
+
+
+def load_policy(path: Path) -> S.Policy:
+    """Read and validate the policy YAML."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise S.PolicyError(f"{path}: {exc}") from exc
+    return S.Policy.from_dict(data or {})
+
+
+class ServiceState:
+    """Everything a request needs; built once by the app's lifespan."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.policy = load_policy(settings.policy_path)
+        self.engine = make_engine(settings.database_url)
+        upgrade(self.engine)
+        self.store = Store(self.engine)
+        self.cache = HistoryCache(self.store, settings.history_refresh_seconds)
+        self._reload_lock = threading.Lock()
+        model, identity = self._load()
+        self.cache.rebuild(model)
+        served, built = self._prepare(model, identity)
+        self.cache.install(*built)
+        self.scorer = Scorer(
+            self.store,
+            self.cache,
+            served,
+            self.policy,
+            settings.secret_bytes,
+            settings.reasons_k,
+        )
+        self.cache.start(lambda: self.scorer.served)
+
+    def _load(self) -> tuple[RiskModel, ModelIdentity]:
+        s = self.settings
+        if s.model_dir is not None:
+            return load_from_dir(s.model_dir, s.model_name)
+        return load_from_registry(s.model_name, s.model_alias)
+
+    def _prepare(self, model: RiskModel, identity: ModelIdentity) -> tuple[ServedModel, Any]:
+        """History under the model's feature config, smoke test, reasons table (not swapped)."""
+        for h in HEADS:  # one thread per prediction: no tail latency when a core is busy
+            model.heads[h].booster_.reset_parameter({"num_threads": 1})
+        built = self.cache.build(model)
+        history = built[0]
+        smoke = self._reference_orders(limit=self.settings.reference_orders)
+        if not len(smoke):
+            smoke = validate_orders(
+                pd.DataFrame([ORDER_EXAMPLE], columns=ORDERS.names, dtype=object)
+            ).valid.drop(columns="source_row")
+        feats = features_for(history, smoke)
+        for h in HEADS:
+            p = model.heads[h].predict_proba(feats[model.feature_names])
+            if not (np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))):
+                raise ModelLoadError(f"head {h} gives probabilities outside [0, 1]")
+        reference = feats if len(feats) >= self.settings.reference_orders // 2 else None
+        reasoner = Reasoner(model, reference, min_reference=self.settings.reference_orders // 2)
+        log.info("model ready", extra={"model": identity.tag, "reasons_mode": reasoner.mode})
+        return ServedModel(model, identity, reasoner), built
+
+    def _reference_orders(self, limit: int) -> pd.DataFrame:
+        """The most recent completed stored orders (reasons reference, smoke test)."""
+        orders = self.cache.orders
+        done = orders[completed_mask(orders).to_numpy(dtype=bool)]
+        return done.sort_values("completed_at").tail(limit)
+
+    def reload(self) -> ModelIdentity:
+        """Load the configured model again (the current champion); atomic, refuses broken."""
+        with self._reload_lock:
+            old = self.scorer.served
+            try:
+                model, identity = self._load()
+                served, built = self._prepare(model, identity)
+            except Exception as exc:  # anything wrong: refuse, the old model keeps serving
+                log.warning("reload refused", extra={"error": str(exc)})
+                raise ModelLoadError(str(exc)) from exc
+            self.cache.install(*built)
+            self.scorer.served = served
+            log.info("reloaded", extra={"old": old.identity.tag, "new": identity.tag})
+            return identity
+
+    def close(self) -> None:
+        """Stop background work and close connections."""
+        self.cache.stop()
+        self.engine.dispose()

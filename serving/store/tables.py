@@ -1,0 +1,125 @@
+"""Tables of the audit store (SQLAlchemy Core), the contract columns derived from the schema.
+
+Order, technician and unit columns come from :mod:`models.schemas` (declared once); alembic
+migrations under ``serving/migrations`` are frozen snapshots of this metadata, and a test checks
+that the latest migration and this module agree.
+
+Timestamps are stored in UTC (``DateTime(timezone=True)``): PostgreSQL keeps the offset, SQLite
+keeps the naive UTC value, and the reader converts back to Asia/Shanghai either way.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from models.schemas import ORDERS, TECHNICIANS, UNITS, Table
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: Longest id / enum value stored (ids in real exports are < 40 characters).
+ID_LENGTH = 64
+#: Length of a hex SHA-256 digest.
+HASH_LENGTH = 64
+
+_SQL_TYPES: dict[str, sa.types.TypeEngine] = {
+    "string": sa.String(ID_LENGTH),
+    "text": sa.Text(),
+    "enum": sa.String(ID_LENGTH),
+    "timestamp": sa.DateTime(timezone=True),
+    "date": sa.Date(),
+    "bool": sa.Boolean(),
+    "int": sa.Integer(),
+    "float": sa.Float(),
+    "list": sa.Text(),
+}
+
+
+def _contract_columns(table: Table) -> list[sa.Column]:
+    """One SQL column per contract column; the key is the primary key."""
+    return [
+        sa.Column(c.name, _SQL_TYPES[c.dtype], primary_key=c.name == table.key, nullable=True)
+        for c in table.columns
+    ]
+
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    *_contract_columns(ORDERS),
+    sa.Column("input_hash", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_orders_unit_id", "unit_id"),
+    sa.Index("ix_orders_received_at", "received_at"),
+)
+
+technicians = sa.Table(
+    "technicians",
+    metadata,
+    *_contract_columns(TECHNICIANS),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+units = sa.Table(
+    "units",
+    metadata,
+    *_contract_columns(UNITS),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("decision_id", sa.String(32), primary_key=True),
+    sa.Column("order_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("input_hash", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("model_version", sa.String(128), nullable=False),
+    sa.Column("model_versions", sa.JSON(), nullable=False),
+    sa.Column("policy_version", sa.String(64), nullable=False),
+    sa.Column("rework_risk", sa.Float(), nullable=False),
+    sa.Column("dissatisfaction_prob", sa.Float(), nullable=False),
+    sa.Column("risk_level", sa.String(16), nullable=False),
+    sa.Column("mandatory_inspection", sa.Boolean(), nullable=False),
+    sa.Column("inspection_reasons", sa.JSON(), nullable=False),
+    sa.Column("third_party_sample", sa.Boolean(), nullable=False),
+    sa.Column("inclusion_probability", sa.Float(), nullable=False),
+    sa.Column("draw_u", sa.Float(), nullable=False),
+    sa.Column("reasons", sa.JSON(), nullable=False),
+    sa.Column("community_id", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # idempotency: one decision per order content and model; a re-score adds a row
+    sa.UniqueConstraint(
+        "order_id", "input_hash", "model_version", name="uq_decisions_order_input_model"
+    ),
+    sa.Index("ix_decisions_order_id", "order_id"),
+    sa.Index("ix_decisions_created_at", "created_at"),
+)
+
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("value", sa.JSON(), nullable=True),
+    sa.Column("source", sa.String(64), nullable=True),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_outcomes_order_id", "order_id"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(16), primary_key=True),
+    sa.Column("key_hash", sa.String(HASH_LENGTH), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("note", sa.String(200), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
