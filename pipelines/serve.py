@@ -19,7 +19,15 @@ def _settings(**overrides: Any):
 
 
 def serve(host: str, port: int, model_dir: Path | None, policy: Path | None) -> None:
-    """Run the API with uvicorn (one process; the model is loaded once in the lifespan)."""
+    """Run the API with uvicorn (one process; the model is loaded once in the lifespan).
+
+    LightGBM predicts with one OpenMP thread: with the default (all cores) a single-row p99
+    jumps several-fold whenever another process holds a core, and requests are already
+    concurrent. Set before LightGBM is imported; an explicit ``OMP_NUM_THREADS`` wins.
+    """
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
     from serving.main import create_app

@@ -75,8 +75,6 @@ class ServiceState:
 
     def _prepare(self, model: RiskModel, identity: ModelIdentity) -> tuple[ServedModel, Any]:
         """History under the model's feature config, smoke test, reasons table (not swapped)."""
-        for h in HEADS:  # one thread per prediction: no tail latency when a core is busy
-            model.heads[h].booster_.reset_parameter({"num_threads": 1})
         built = self.cache.build(model)
         history = built[0]
         smoke = self._reference_orders(limit=self.settings.reference_orders)

@@ -85,7 +85,7 @@ def score(
     limit = state.settings.max_batch
     if not 1 <= n <= limit:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"orders: 1 to {limit} orders per request (got {n})",
         )
     raw = [o.model_dump() for o in body.orders]
@@ -102,7 +102,7 @@ def score(
     state.metrics.rejected.inc(len(rejected))
     if rejected and not partial:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, [r.model_dump() for r in rejected]
+            status.HTTP_422_UNPROCESSABLE_CONTENT, [r.model_dump() for r in rejected]
         )
     for sql, table, valid in side:
         state.store.upsert_side(sql, table, frame_rows(valid, table))

@@ -1,0 +1,234 @@
+"""Every route of the scoring service: happy path, invalid input, 401, 403, idempotency, reload."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.config import Settings
+from serving.main import create_app
+from serving.store.db import Store, make_engine
+from tests.serving_fixtures import SECRET, payload, train_model_dir
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("model")
+    model_dir, orders = train_model_dir(root / "model")
+    done = orders[orders["status"] == "completed"].sort_values("completed_at")
+    return model_dir, done
+
+
+@pytest.fixture(scope="module")
+def service(trained, tmp_path_factory):
+    model_dir, done = trained
+    tmp = tmp_path_factory.mktemp("svc")
+    served_dir = tmp / "served"
+    shutil.copytree(model_dir, served_dir)
+    url = f"sqlite:///{tmp / 'audit.db'}"
+    settings = Settings(
+        sampling_secret=SECRET,
+        database_url=url,
+        model_dir=served_dir,
+        history_refresh_seconds=0,
+        reference_orders=200,
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        store = Store(make_engine(url))
+        keys = {role: store.create_key(role)[1] for role in ("system", "quality", "admin")}
+        # history: most of the synthetic operation goes in first, in one batch
+        hist = payload(done.iloc[:-200])
+        r = client.post("/v1/score", json={"orders": hist}, headers=auth(keys["system"]))
+        assert r.status_code == 200, r.text[:500]
+        yield client, keys, done.iloc[-200:], served_dir
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_settings_refuse_to_start_without_secret(monkeypatch):
+    monkeypatch.delenv("REPAIRQC_SAMPLING_SECRET", raising=False)
+    monkeypatch.delenv("REPAIRQC_DEV_MODE", raising=False)
+    with pytest.raises(ValueError, match="REPAIRQC_SAMPLING_SECRET must be set"):
+        Settings()
+    with pytest.raises(ValueError, match="REPAIRQC_SAMPLING_SECRET must be set"):
+        Settings(sampling_secret="changeme")
+    monkeypatch.setenv("REPAIRQC_DEV_MODE", "1")
+    assert Settings().secret_bytes  # dev mode: a public dev secret, announced loudly
+
+
+def test_health_ready_and_metrics(service):
+    client, *_ = service
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+    text = client.get("/metrics").text
+    assert "repairqc_scored_orders_total" in text
+    assert "repairqc_request_seconds_bucket" in text
+
+
+def test_model_info(service):
+    client, keys, *_ = service
+    r = client.get("/v1/model", headers=auth(keys["quality"]))
+    assert r.status_code == 200
+    info = r.json()
+    assert info["version"].startswith("dir-")
+    assert set(info["heads"]) == {"rework", "dissatisfied"}
+    assert info["policy_version"] == "2025.1"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("get", "/v1/model", None),
+        ("post", "/v1/score", {"orders": []}),
+        ("post", "/v1/admin/reload", None),
+        ("get", "/v1/admin/policy", None),
+        ("post", "/v1/outcomes", {"outcomes": [{"order_id": "x", "kind": "rating"}]}),
+        ("get", "/v1/decisions/x", None),
+    ],
+)
+def test_401_without_or_with_unknown_key(service, method, path, body):
+    client, *_ = service
+    kw = {"json": body} if body is not None else {}
+    assert getattr(client, method)(path, **kw).status_code == 401
+    r = getattr(client, method)(path, headers=auth("rqc_nope"), **kw)
+    assert r.status_code == 401
+    assert r.json()["detail"] == "missing or unknown API key"
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path", "body"),
+    [
+        ("quality", "post", "/v1/score", {"orders": [{}]}),
+        ("system", "post", "/v1/admin/reload", None),
+        ("quality", "get", "/v1/admin/policy", None),
+        ("system", "post", "/v1/outcomes", {"outcomes": [{"order_id": "x", "kind": "rating"}]}),
+        ("system", "get", "/v1/decisions/x", None),
+    ],
+)
+def test_403_for_the_wrong_role(service, role, method, path, body):
+    client, keys, *_ = service
+    kw = {"json": body} if body is not None else {}
+    r = getattr(client, method)(path, headers=auth(keys[role]), **kw)
+    assert r.status_code == 403
+    assert r.json()["detail"].startswith(f"role '{role}' may not do this")
+
+
+def test_score_happy_path_and_idempotency(service):
+    client, keys, new, _ = service
+    body = {"orders": payload(new.iloc[:5])}
+    r = client.post("/v1/score", json=body, headers=auth(keys["system"]))
+    assert r.status_code == 200, r.text
+    ds = r.json()["decisions"]
+    assert [d["order_id"] for d in ds] == new["order_id"].iloc[:5].tolist()
+    for d in ds:
+        assert 0 <= d["rework_risk"] <= 1 and 0 <= d["dissatisfaction_prob"] <= 1
+        assert d["risk_level"] in ("low", "medium", "high")
+        assert 0 < d["inclusion_probability"] <= 1
+        assert d["mandatory_inspection"] == bool(d["inspection_reasons"])
+        assert all(f["source"] in ("rule", "model") for f in d["inspection_reasons"])
+        assert d["reasons"] and all(x["code"] and x["text"] for x in d["reasons"])
+        assert d["policy_version"] == "2025.1" and not d["replayed"]
+    again = client.post("/v1/score", json=body, headers=auth(keys["system"])).json()["decisions"]
+    assert [d["decision_id"] for d in again] == [d["decision_id"] for d in ds]
+    assert all(d["replayed"] for d in again)
+    # re-score: a new decision under the served model, same draw; both are kept
+    r = client.post("/v1/score?rescore=true", json=body, headers=auth(keys["system"]))
+    re = r.json()["decisions"]
+    assert [d["decision_id"] for d in re] == [d["decision_id"] for d in ds]  # same model
+    trail = client.get(f"/v1/decisions/{ds[0]['order_id']}", headers=auth(keys["quality"]))
+    assert trail.status_code == 200 and len(trail.json()) == 1
+    assert client.get("/v1/decisions/none", headers=auth(keys["quality"])).status_code == 404
+
+
+def test_invalid_orders_get_422_naming_order_and_field(service):
+    client, keys, new, _ = service
+    orders = payload(new.iloc[5:8])
+    orders[1]["category"] = "roof"
+    orders[2]["completed_at"] = "2020-01-01 00:00:00"
+    r = client.post("/v1/score", json={"orders": orders}, headers=auth(keys["system"]))
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert [d["index"] for d in detail] == [1, 2]
+    assert detail[0]["errors"] == ["category:bad_enum"]
+    assert detail[0]["message"] == f"orders[1] ({orders[1]['order_id']}): category:bad_enum"
+    assert any(e.startswith("completed_at:before_") for e in detail[1]["errors"])
+    # atomic by default: the good order was not stored; partial=true scores it
+    trail = client.get(f"/v1/decisions/{orders[0]['order_id']}", headers=auth(keys["quality"]))
+    assert trail.status_code == 404
+    r = client.post("/v1/score?partial=true", json={"orders": orders}, headers=auth(keys["system"]))
+    assert r.status_code == 200
+    assert [d["order_id"] for d in r.json()["decisions"]] == [orders[0]["order_id"]]
+    assert [x["index"] for x in r.json()["rejected"]] == [1, 2]
+
+
+def test_batch_size_limits(service):
+    client, keys, *_ = service
+    r = client.post("/v1/score", json={"orders": []}, headers=auth(keys["system"]))
+    assert r.status_code == 422
+    assert r.json()["detail"] == "orders: 1 to 10000 orders per request (got 0)"
+
+
+def test_concurrent_scores_lose_no_write(service):
+    client, keys, new, _ = service
+    chunk = payload(new.iloc[20:60])
+    with ThreadPoolExecutor(8) as ex:
+        rs = list(
+            ex.map(
+                lambda o: client.post(
+                    "/v1/score", json={"orders": [o]}, headers=auth(keys["system"])
+                ),
+                chunk + chunk,
+            )
+        )
+    assert all(r.status_code == 200 for r in rs)
+    ids = {}
+    for r in rs:
+        d = r.json()["decisions"][0]
+        ids.setdefault(d["order_id"], set()).add(d["decision_id"])
+    assert len(ids) == 40 and all(len(v) == 1 for v in ids.values())
+
+
+def test_outcomes_and_policy(service):
+    client, keys, new, _ = service
+    r = client.post(
+        "/v1/outcomes",
+        json={
+            "outcomes": [
+                {
+                    "order_id": new["order_id"].iloc[0],
+                    "kind": "inspection_result",
+                    "value": {"passed": True},
+                }
+            ]
+        },
+        headers=auth(keys["quality"]),
+    )
+    assert r.json() == {"recorded": 1}
+    pol = client.get("/v1/admin/policy", headers=auth(keys["admin"])).json()
+    assert pol["version"] == "2025.1" and 0 < pol["sampling_base"] < 1
+
+
+def test_reload_refuses_a_broken_model_and_keeps_serving(service):
+    client, keys, new, served_dir = service
+    before = client.get("/v1/model", headers=auth(keys["admin"])).json()["version"]
+    pkl = served_dir / "artifacts" / "risk_model.pkl"
+    good = pkl.read_bytes()
+    pkl.write_bytes(b"not a pickle")
+    try:
+        r = client.post("/v1/admin/reload", headers=auth(keys["admin"]))
+        assert r.status_code == 409
+        assert r.json()["detail"].startswith(f"model refused, still serving repairqc-risk/{before}")
+        r = client.post(
+            "/v1/score", json={"orders": payload(new.iloc[60:61])}, headers=auth(keys["system"])
+        )
+        assert r.status_code == 200
+    finally:
+        pkl.write_bytes(good)
+    r = client.post("/v1/admin/reload", headers=auth(keys["admin"]))
+    assert r.status_code == 200 and r.json()["serving"] == f"repairqc-risk/{before}"
