@@ -76,7 +76,12 @@ class TextCues:
         "上次",
         "没修好",
         "老问题",
+        "老毛病",
         "仍然",
+        "第三次",
+        "刚修过",
+        "跟没修一样",
+        "同样的问题",
     )
     urgent: tuple[str, ...] = ("严重", "急", "马上", "赶紧", "淹", "冒烟", "漏电", "困人")
     annoyed: tuple[str, ...] = ("投诉", "不满", "太慢", "没人", "一直没", "多次", "催", "差")
@@ -406,7 +411,6 @@ class History:
     units: pd.DataFrame | None
     text_scorer: TextScorer | None = None
     start: float = float("nan")
-    kind_units: np.ndarray = field(default_factory=lambda: np.ones(2))
 
 
 def _tech_table(technicians: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -480,6 +484,9 @@ def build_history(
     rw_known = np.where(completed, _secs(lab["rework_known_at"]), np.nan)
     rw_pos = lab["rework_order_id"].notna().to_numpy(dtype=float)
     t_closed = t_done + cfg.rework_window_days * _DAY
+    # what the closed window said: a repeat linked by parent_order_id after the window closed
+    # was unknown at the close, so it must not count there (it would move past features)
+    rw_closed_pos = np.where(rw_known <= t_closed, rw_pos, 0.0)
     rw_pos_known = np.where(rw_pos > 0, rw_known, np.nan)
     # dissatisfaction / rating / comment / complaint: known after the follow-up delay
     t_follow = t_done + cfg.followup_delay_hours * _HOUR
@@ -503,27 +510,21 @@ def build_history(
     ev["team_report"] = EventIndex(team, t_rep)
     kind = (_str(orders["area_type"]) == "public").astype(np.int64)
     ev["kind_report"] = EventIndex(kind, t_rep)
-    # units per kind: from the units table when given (includes homes that never reported),
-    # else the distinct units of the history
-    if units is not None and len(units) and "unit_id" in units:
-        known = set(units["unit_id"].astype(str))
-        ids = pd.Series(_str(orders["unit_id"]))
-        pub_ids = set(ids[kind == 1])
-        kind_units = np.array([len(known - pub_ids), len(pub_ids | (known & pub_ids))], float)
-    else:
-        kind_units = np.array(
-            [len(set(_str(orders["unit_id"])[kind == k])) for k in (0, 1)], dtype=float
-        )
-    ev["unit_rework_closed"] = EventIndex(unit, t_closed, {"pos": rw_pos})
+    # units of each kind seen so far (first report): the denominator of the per-unit rate,
+    # counted as of the query so that units appearing later cannot change it
+    seen = pd.DataFrame({"u": unit, "t": t_rep, "k": kind})[unit >= 0]
+    first = seen.sort_values("t", kind="stable").drop_duplicates("u")
+    ev["unit_first"] = EventIndex(first["k"].to_numpy(), first["t"].to_numpy())
+    ev["unit_rework_closed"] = EventIndex(unit, t_closed, {"pos": rw_closed_pos})
     ev["unit_cat_report"] = EventIndex(unit_cat, t_rep)
     ev["unit_report"] = EventIndex(unit, t_rep)
     ev["unit_cat_done"] = EventIndex(unit_cat, t_done)
     ev["unit_rework"] = EventIndex(unit, rw_pos_known)
     ev["unit_cat_rework"] = EventIndex(unit_cat, rw_pos_known)
     ev["tech_done"] = EventIndex(tech, t_done)
-    ev["tech_rework"] = EventIndex(tech, t_closed, {"pos": rw_pos})
+    ev["tech_rework"] = EventIndex(tech, t_closed, {"pos": rw_closed_pos})
     ev["tech_recent_rework"] = EventIndex(tech, rw_pos_known)
-    ev["tech_cat_rework"] = EventIndex(_pair(tech, cat, ncat), t_closed, {"pos": rw_pos})
+    ev["tech_cat_rework"] = EventIndex(_pair(tech, cat, ncat), t_closed, {"pos": rw_closed_pos})
     ev["tech_dissat"] = EventIndex(tech, ds_known, {"pos": ds})
     ev["res_report"] = EventIndex(res, t_rep)
     ev["res_done"] = EventIndex(res, t_done, {"urge": urge, "has_urge": ~np.isnan(urge)})
@@ -536,10 +537,10 @@ def build_history(
     ev["comm_report"] = EventIndex(comm, t_rep)
     ev["comm_cat_report"] = EventIndex(_pair(comm, cat, ncat), t_rep)
     ev["comm_dissat"] = EventIndex(comm, ds_known, {"pos": ds})
-    ev["comm_rework"] = EventIndex(comm, t_closed, {"pos": rw_pos})
-    ev["global_rework"] = EventIndex(zero, t_closed, {"pos": rw_pos})
+    ev["comm_rework"] = EventIndex(comm, t_closed, {"pos": rw_closed_pos})
+    ev["global_rework"] = EventIndex(zero, t_closed, {"pos": rw_closed_pos})
     ev["global_dissat"] = EventIndex(zero, ds_known, {"pos": ds})
-    ev["cat_rework"] = EventIndex(cat, t_closed, {"pos": rw_pos})
+    ev["cat_rework"] = EventIndex(cat, t_closed, {"pos": rw_closed_pos})
     ev["cat_arrival"] = EventIndex(np.where(np.isnan(arrival_h), -1, cat), t_arr, {"h": arrival_h})
     ev["cat_repair"] = EventIndex(np.where(np.isnan(repair_h), -1, cat), t_done, {"h": repair_h})
 
@@ -549,7 +550,7 @@ def build_history(
             units["unit_id"].drop_duplicates().astype(str).to_numpy()
         )
     start = float(np.nanmin(t_rep)) if np.isfinite(t_rep).any() else float("nan")
-    return History(cfg, vocab, ev, techs, unit_tab, text_scorer, start, kind_units)
+    return History(cfg, vocab, ev, techs, unit_tab, text_scorer, start)
 
 
 # --------------------------------------------------------------------------------------------
@@ -680,7 +681,8 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     # rate per known unit of that area type
     kind = (_str(orders["area_type"]) == "public").astype(np.int64)
     kr, _ = ev["kind_report"].query(kind, t_rep, 365 * _DAY)
-    per_unit = kr / np.maximum(history.kind_units[kind], 1.0) / np.minimum(observed, 365.0)
+    kind_units = ev["unit_first"].query(kind, t_rep)[0]
+    per_unit = kr / np.maximum(kind_units, 1.0) / np.minimum(observed, 365.0)
     a = cfg.proneness_prior
     f["unit_proneness"] = (a + f["unit_orders_all"]) / (a + per_unit * observed)
     un, us = ev["unit_rework_closed"].query(unit, t_done)
@@ -856,5 +858,5 @@ def build_features(
     )
     mask = completed_mask(orders).to_numpy(dtype=bool)
     if score_mask is not None:
-        mask &= np.asarray(score_mask, dtype=bool)
+        mask = mask & np.asarray(score_mask, dtype=bool)
     return features_for(history, orders[mask])

@@ -184,3 +184,35 @@ def test_config_from_dict_refuses_unknown_keys():
     )
     with pytest.raises(ValueError, match="unknown"):
         FeatureConfig.from_dict({"folowup_delay_hours": 1})
+
+
+def test_late_parent_link_does_not_rewrite_a_closed_window():
+    """A repeat linked by parent_order_id after the 30-day window is news only when reported."""
+    rows = [
+        dict(
+            order_id="A",
+            unit_id="U1",
+            reported_at="2024-03-01 08:00",
+            completed_at="2024-03-01 12:00",
+        ),
+        dict(
+            order_id="B",
+            unit_id="U2",
+            reported_at="2024-04-05 08:00",
+            completed_at="2024-04-05 12:00",
+        ),
+        dict(
+            order_id="L",
+            unit_id="U1",
+            category="hvac",
+            parent_order_id="A",
+            technician_id="T2",
+            reported_at="2024-04-20 08:00",
+            completed_at="2024-04-20 12:00",
+        ),
+    ]
+    orders = typed(rows)
+    full = build_features(orders).set_index("order_id")
+    cut = orders[orders["reported_at"] <= orders.loc[1, "completed_at"]]
+    past = build_features(cut).set_index("order_id")
+    pd.testing.assert_series_equal(full.loc["B"], past.loc["B"])
