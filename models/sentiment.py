@@ -48,6 +48,7 @@ __all__ = [
     "load_model",
     "negative_themes",
     "save_model",
+    "score_texts",
     "snownlp_default_scores",
 ]
 
@@ -260,6 +261,27 @@ class CommentSentimentModel(ClassifierMixin, BaseEstimator):
             dot += tf * hit[1]
         z = self.intercept_ + (dot / math.sqrt(sq) if sq > 0 else 0.0)
         return float(_sigmoid(np.array([z]))[0])
+
+
+def blank_mask(texts: Iterable[Any]) -> np.ndarray:
+    """True where a text is missing or whitespace-only (nothing to score)."""
+    return np.array([not t.strip() for t in _as_texts(texts)], dtype=bool)
+
+
+def score_texts(
+    model: CommentSentimentModel | SnowNLPSentiment, texts: Iterable[Any]
+) -> np.ndarray:
+    """P(positive) per text, NaN for missing/blank texts.
+
+    A blank comment says nothing, so it gets no score rather than the model's prior; this is the
+    ``TextScorer`` shape that ``models.features`` accepts (``partial(score_texts, model)``).
+    """
+    tx = _as_texts(texts)
+    out = np.full(len(tx), np.nan)
+    idx = [i for i, t in enumerate(tx) if t.strip()]
+    if idx:
+        out[idx] = model.predict_proba([tx[i] for i in idx])[:, 1]
+    return out
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

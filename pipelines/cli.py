@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from pipelines.sentiment import app as sentiment_app
+
 app = typer.Typer(
     name="repairqc",
     help="repairqc — quality prediction and scoring for repair work orders (物业维修服务质量监控).",
@@ -289,6 +291,7 @@ def serve_cmd(
 
 keys_app = typer.Typer(help="API keys of the scoring service (stored hashed).")
 app.add_typer(keys_app, name="keys")
+app.add_typer(sentiment_app, name="sentiment")
 
 
 @keys_app.command("create")
