@@ -457,7 +457,7 @@ def build_history(
     reported later cannot change what an earlier query sees.
     """
     cfg = config or FeatureConfig()
-    lab = label_orders(orders, cfg.label_config())
+    lab = label_orders(orders[ORDERS.names], cfg.label_config())  # re-derived, never reused
     vocab = {
         name: pd.Index(pd.unique(_str(orders[name])[orders[name].notna().to_numpy()]))
         for name in ("unit_id", "technician_id", "resident_id", "community_id")
