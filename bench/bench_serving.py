@@ -1,0 +1,195 @@
+"""Scoring-service benchmark: repairqc serve vs `mlflow models serve` on the same two heads.
+
+Measured in one run, on 127.0.0.1, bounded in count and time:
+
+* sequential single-order latency (p50 / p99) of ``POST /v1/score`` — the whole decision:
+  validation, as-of features from the in-memory history, both heads, reasons, policy, sample,
+  audit write;
+* single-order throughput with 16 concurrent connections, for repairqc and for
+  ``mlflow models serve`` (``/invocations``, scores only) — the ratio is the goal (>= 10x);
+* one 10,000-order batch (orders/s, reasons included).
+
+Goals (issue): ratio >= 10x, sequential p99 <= 15 ms, batch >= 10,000 orders/s.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.serving_fixtures import SECRET, payload, train_model_dir  # noqa: E402
+
+SEQUENTIAL = 300
+CONCURRENT = 800
+CONNECTIONS = 16
+BATCH = 10_000
+MLFLOW_REQUESTS = 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(url: str, timeout: float = 120.0) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not come up in {timeout}s")
+
+
+def fresh(orders, tag: str):
+    out = orders.copy()
+    out["order_id"] = out["order_id"].astype(str) + tag
+    return out
+
+
+def concurrent(fn, items, workers: int) -> float:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as ex:
+        list(ex.map(fn, items))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench_serving_"))
+    model_dir, orders = train_model_dir(tmp / "model")
+    done = orders[orders["status"] == "completed"].sort_values("completed_at")
+    history, recent = done.iloc[:-300], done.iloc[-300:]
+    port = free_port()
+    env = {
+        **os.environ,
+        "REPAIRQC_SAMPLING_SECRET": SECRET,
+        "REPAIRQC_DATABASE_URL": f"sqlite:///{tmp / 'audit.db'}",
+        "REPAIRQC_LOG_LEVEL": "WARNING",
+    }
+    key = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "keys", "create", "--role", "system"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port),
+         "--model-dir", str(model_dir)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    head = {"Authorization": f"Bearer {key}"}
+    results: dict[str, float] = {}
+    try:
+        wait_up(base + "/ready")
+        with httpx.Client(base_url=base, headers=head, timeout=120) as c:
+            r = c.post("/v1/score", json={"orders": payload(history)})
+            r.raise_for_status()
+            time.sleep(1.0)  # let the history refresh fold the stored orders in
+            rows = payload(fresh(recent, "-seq"))
+            lat = []
+            for i in range(SEQUENTIAL):
+                o = rows[i % len(rows)] | {"order_id": f"{rows[i % len(rows)]['order_id']}-{i}"}
+                t0 = time.perf_counter()
+                c.post("/v1/score", json={"orders": [o]}).raise_for_status()
+                lat.append(time.perf_counter() - t0)
+            lat_ms = np.array(lat) * 1000
+            results["seq_p50_ms"] = float(np.percentile(lat_ms, 50))
+            results["seq_p99_ms"] = float(np.percentile(lat_ms, 99))
+
+        conc_rows = payload(fresh(recent, "-conc"))
+        items = [
+            conc_rows[i % len(conc_rows)]
+            | {"order_id": f"{conc_rows[i % len(conc_rows)]['order_id']}-{i}"}
+            for i in range(CONCURRENT)
+        ]
+        clients = [
+            httpx.Client(base_url=base, headers=head, timeout=60) for _ in range(CONNECTIONS)
+        ]
+
+        def one(i_o):
+            i, o = i_o
+            clients[i % CONNECTIONS].post("/v1/score", json={"orders": [o]}).raise_for_status()
+
+        secs = concurrent(one, list(enumerate(items)), CONNECTIONS)
+        results["repairqc_rps_16"] = CONCURRENT / secs
+        for cl in clients:
+            cl.close()
+
+        big = fresh(done.sample(BATCH, replace=True, random_state=1).reset_index(drop=True), "")
+        big["order_id"] = [f"B{i:06d}" for i in range(BATCH)]
+        with httpx.Client(base_url=base, headers=head, timeout=300) as c:
+            body = {"orders": payload(big)}
+            t0 = time.perf_counter()
+            r = c.post("/v1/score", json=body)
+            r.raise_for_status()
+            results["batch_orders_per_s"] = BATCH / (time.perf_counter() - t0)
+            assert len(r.json()["decisions"]) == BATCH
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        report(results)
+
+    # baseline: mlflow models serve on the same model directory, scores only
+    mport = free_port()
+    mlf = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir),
+         "--env-manager", "local", "-p", str(mport), "-h", "127.0.0.1"],
+        env={**os.environ, "OMP_NUM_THREADS": "1",
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_up(f"http://127.0.0.1:{mport}/health", timeout=180)
+        one_row = payload(recent.iloc[:1])
+        mclients = [httpx.Client(timeout=60) for _ in range(CONNECTIONS)]
+
+        def inv(i):
+            mclients[i % CONNECTIONS].post(
+                f"http://127.0.0.1:{mport}/invocations", json={"dataframe_records": one_row}
+            ).raise_for_status()
+
+        secs = concurrent(inv, range(MLFLOW_REQUESTS), CONNECTIONS)
+        results["mlflow_rps_16"] = MLFLOW_REQUESTS / secs
+    finally:
+        mlf.terminate()
+        mlf.wait(timeout=30)
+
+    ratio = results["repairqc_rps_16"] / results["mlflow_rps_16"]
+    report(results)
+    print(f"ratio repairqc / mlflow models serve: {ratio:.1f}x (goal >= 10x)")
+
+
+def report(r: dict[str, float]) -> None:
+    """Print what was measured so far (the repairqc part survives a failing baseline)."""
+    for name, goal in (
+        ("seq_p50_ms", ""),
+        ("seq_p99_ms", "goal <= 15"),
+        ("repairqc_rps_16", "single order, 16 connections"),
+        ("mlflow_rps_16", "same heads, scores only"),
+        ("batch_orders_per_s", "goal >= 10,000, reasons included"),
+    ):
+        if name in r:
+            print(f"{name:>20}: {r[name]:10.1f}  {goal}")
+
+
+if __name__ == "__main__":
+    main()
