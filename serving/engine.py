@@ -104,8 +104,12 @@ class HistoryCache:
         self.history = history
         self.built_at = time.monotonic()
 
-    def start(self, current: Any) -> None:
-        """Background refresher; ``current()`` returns the served model at each rebuild."""
+    def start(self, current: Any, on_rebuild: Any = None) -> None:
+        """Background refresher; ``current()`` returns the served model at each rebuild.
+
+        ``on_rebuild()`` runs after each rebuild (the state upgrades exact reasons to binned
+        ones once the store holds a reference sample).
+        """
 
         def loop() -> None:
             while not self._stop.is_set():
@@ -115,6 +119,8 @@ class HistoryCache:
                         return
                     try:
                         self.rebuild(current().model)
+                        if on_rebuild is not None:
+                            on_rebuild()
                     except Exception:  # keep serving the old history
                         log.exception("history refresh failed")
 

@@ -13,7 +13,7 @@ reasons stay available (``Reasoner(exact=True)``) when there is no reference sam
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,24 +24,26 @@ from models.estimators import HEADS, RiskModel
 from models.features import CATEGORICAL_LEVELS
 from models.schemas import CATEGORY_ZH, PRIORITY_ZH
 
+#: Features some wordings read besides their own (the arrival SLA overrun).
+_CONTEXT = ("arrival_sla_ratio", "arrival_hours")
 #: Quantile bins per numeric feature in the reference tables.
 N_BINS = 16
 
 
-def _overdue(f: pd.Series) -> str:
+def _overdue(f: Mapping[str, Any]) -> str:
     ratio, hours = f.get("arrival_sla_ratio"), f.get("arrival_hours")
     if ratio and hours and ratio > 1:
         return f"上门超时{hours * (1 - 1 / ratio):.1f}小时"
     return f"上门用时{hours:.1f}小时" if hours == hours and hours is not None else "上门时效"
 
 
-def _fmt(template: str) -> Callable[[pd.Series, Any], str]:
+def _fmt(template: str) -> Callable[[Mapping[str, Any], Any], str]:
     return lambda _f, v: template.format(v=v)
 
 
 #: feature -> (reason code, wording from (feature row, value)). One declaration; features
 #: without an entry are reported as ``feature=value`` with the feature name as code.
-REASON_TEXTS: dict[str, tuple[str, Callable[[pd.Series, Any], str]]] = {
+REASON_TEXTS: dict[str, tuple[str, Callable[[Mapping[str, Any], Any], str]]] = {
     "unit_cat_orders_30d": ("unit_repeat_30d", _fmt("同户30天内同类报修{v:.0f}次")),
     "unit_cat_orders_90d": ("unit_repeat_90d", _fmt("同户90天内同类报修{v:.0f}次")),
     "unit_cat_orders_365d": ("unit_repeat_365d", _fmt("同户一年内同类报修{v:.0f}次")),
@@ -103,7 +105,7 @@ REASON_TEXTS: dict[str, tuple[str, Callable[[pd.Series, Any], str]]] = {
 }
 
 
-def reason_item(feature: str, row: pd.Series, contribution: float) -> dict[str, Any]:
+def reason_item(feature: str, row: Mapping[str, Any], contribution: float) -> dict[str, Any]:
     """One reason: code, Chinese text, feature, value, log-odds contribution (both heads)."""
     v = row.get(feature)
     value: Any = None if v is None or (isinstance(v, float) and np.isnan(v)) else v
@@ -208,9 +210,12 @@ class Reasoner:
             X = features[names]
             contrib = sum(self.model.heads[h].contributions(X).to_numpy() for h in HEADS)
         order = np.argsort(-contrib, axis=1)[:, :k]
+        # column arrays once: per-row DataFrame access would cost ~50 us per order
+        needed = {names[j] for j in np.unique(order)} | set(_CONTEXT)
+        cols = {c: features[c].to_numpy() for c in needed if c in features}
         out: list[list[dict[str, Any]]] = []
         for i, top in enumerate(order):
-            row = features.iloc[i]
+            row = {c: v[i] for c, v in cols.items()}
             out.append(
                 [reason_item(names[j], row, contrib[i, j]) for j in top if contrib[i, j] > 0]
             )

@@ -65,7 +65,7 @@ class ServiceState:
             settings.secret_bytes,
             settings.reasons_k,
         )
-        self.cache.start(lambda: self.scorer.served)
+        self.cache.start(lambda: self.scorer.served, self._upgrade_reasons)
 
     def _load(self) -> tuple[RiskModel, ModelIdentity]:
         s = self.settings
@@ -91,6 +91,22 @@ class ServiceState:
         reasoner = Reasoner(model, reference, min_reference=self.settings.reference_orders // 2)
         log.info("model ready", extra={"model": identity.tag, "reasons_mode": reasoner.mode})
         return ServedModel(model, identity, reasoner), built
+
+    def _upgrade_reasons(self) -> None:
+        """Switch exact reasons to binned ones once enough orders are stored (fresh store)."""
+        served = self.scorer.served
+        if served.reasoner.mode == "binned" or self.cache.history is None:
+            return
+        need = self.settings.reference_orders // 2
+        ref = self._reference_orders(limit=self.settings.reference_orders)
+        if len(ref) < need:
+            return
+        feats = features_for(self.cache.history, ref)
+        with self._reload_lock:
+            if self.scorer.served is served:
+                self.scorer.served = ServedModel(
+                    served.model, served.identity, Reasoner(served.model, feats, need)
+                )
 
     def _reference_orders(self, limit: int) -> pd.DataFrame:
         """The most recent completed stored orders (reasons reference, smoke test)."""
