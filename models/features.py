@@ -264,11 +264,14 @@ def lexicon_sentiment(texts: Sequence[str] | pd.Series, cues: TextCues | None = 
     missing texts. Crude, but monotone in what residents write, and dependency-free.
     """
     cues = cues or TextCues()
-    s = pd.Series(texts, dtype="string")
-    pos = sum(s.str.count(re.escape(w)).fillna(0) for w in cues.positive)
-    neg = sum(s.str.count(re.escape(w)).fillna(0) for w in cues.negative)
-    p = (np.asarray(pos, dtype=float) + 1.0) / (np.asarray(pos + neg, dtype=float) + 2.0)
-    p[s.isna().to_numpy()] = np.nan
+    pos_re = re.compile("|".join(re.escape(w) for w in cues.positive))
+    neg_re = re.compile("|".join(re.escape(w) for w in cues.negative))
+    values = list(texts)
+    p = np.full(len(values), np.nan)
+    for i, t in enumerate(values):
+        if isinstance(t, str):
+            pos, neg = len(pos_re.findall(t)), len(neg_re.findall(t))
+            p[i] = (pos + 1.0) / (pos + neg + 2.0)
     return p
 
 
@@ -413,12 +416,21 @@ class History:
     start: float = float("nan")
 
 
+def _obj_index(values) -> pd.Index:
+    """Object-dtype index of strings, for cheap lookups of a few ids.
+
+    Its hash table is built once, so the API's single-order lookups cost microseconds, unlike
+    Arrow-backed string indexes which convert on every ``get_indexer``.
+    """
+    return pd.Index(np.asarray(list(values), dtype=object), dtype=object)
+
+
 def _tech_table(technicians: pd.DataFrame | None) -> pd.DataFrame | None:
     """Technicians indexed by id (first row per id), or None."""
     if technicians is None or not len(technicians):
         return None
     t = technicians.drop_duplicates("technician_id")
-    return t.set_index(pd.Index(t["technician_id"].astype(str).to_numpy(dtype=object)))
+    return t.set_index(_obj_index(t["technician_id"].astype(str).to_numpy(dtype=object)))
 
 
 def _team_codes(
@@ -459,7 +471,7 @@ def build_history(
     cfg = config or FeatureConfig()
     lab = label_orders(orders[ORDERS.names], cfg.label_config())  # re-derived, never reused
     vocab = {
-        name: pd.Index(pd.unique(_str(orders[name])[orders[name].notna().to_numpy()]))
+        name: _obj_index(pd.unique(_str(orders[name])[orders[name].notna().to_numpy()]))
         for name in ("unit_id", "technician_id", "resident_id", "community_id")
     }
     ncat = len(CATEGORIES)
@@ -502,7 +514,7 @@ def build_history(
     techs = _tech_table(technicians)
     team_of_tech = None if techs is None or "team" not in techs else techs["team"]
     vocab["team"] = (
-        pd.Index([]) if team_of_tech is None else pd.Index(team_of_tech.dropna().unique())
+        _obj_index([]) if team_of_tech is None else _obj_index(team_of_tech.dropna().unique())
     )
     team = _team_codes(_str(orders["technician_id"]), team_of_tech, vocab["team"])
 
@@ -546,9 +558,8 @@ def build_history(
 
     unit_tab = None
     if units is not None and len(units):
-        unit_tab = units.drop_duplicates("unit_id").set_index(
-            units["unit_id"].drop_duplicates().astype(str).to_numpy()
-        )
+        u = units.drop_duplicates("unit_id")
+        unit_tab = u.set_index(_obj_index(u["unit_id"].astype(str).to_numpy(dtype=object)))
     start = float(np.nanmin(t_rep)) if np.isfinite(t_rep).any() else float("nan")
     return History(cfg, vocab, ev, techs, unit_tab, text_scorer, start)
 
