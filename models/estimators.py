@@ -283,6 +283,9 @@ class RiskModel:
     heads: dict[str, RiskHead]
     feature_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    #: The text scorer the features were built with (e.g. the comment sentiment model); kept
+    #: with the heads so that scoring computes ``desc_sentiment`` the same way.
+    text_scorer: TextScorer | None = None
 
     def predict(self, features: pd.DataFrame, reasons: int = 0) -> pd.DataFrame:
         """Scores of precomputed features: ``order_id``, ``rework_risk``, ``dissatisfaction_prob``.
@@ -334,7 +337,7 @@ class RiskModel:
             technicians=technicians,
             units=units,
             config=self.feature_config,
-            text_scorer=text_scorer,
+            text_scorer=text_scorer if text_scorer is not None else self.text_scorer,
         )
 
     def score_orders(
@@ -345,11 +348,15 @@ class RiskModel:
 
 
 def fit_risk_model(
-    frame: pd.DataFrame, feature_config: FeatureConfig, config: TrainConfig
+    frame: pd.DataFrame,
+    feature_config: FeatureConfig,
+    config: TrainConfig,
+    text_scorer: TextScorer | None = None,
 ) -> RiskModel:
     """Fit both heads on a feature frame with ``split``, ``rework`` and ``dissatisfied`` columns.
 
-    Rows with a censored label (NaN) are left out of that head only.
+    Rows with a censored label (NaN) are left out of that head only. ``text_scorer`` must be
+    the one the frame's features were built with; it is stored with the model.
     """
     feats = feature_columns(frame)
     heads: dict[str, RiskHead] = {}
@@ -364,7 +371,7 @@ def fit_risk_model(
         info[f"{head}_best_iteration"] = int(h.booster_.best_iteration)
         info[f"{head}_fit_rows"] = len(fit)
         info[f"{head}_calib_rows"] = len(cal)
-    return RiskModel(feature_config, heads, feats, info)
+    return RiskModel(feature_config, heads, feats, info, text_scorer)
 
 
 def training_frame(

@@ -119,6 +119,10 @@ def label_cmd(
 
 
 _PARAMS = typer.Option("--params", help="params.yaml with the features/train/... blocks.")
+_SENTIMENT = typer.Option(
+    "--sentiment-model",
+    help="A `repairqc sentiment` model directory for the text features (default: a lexicon).",
+)
 
 
 @app.command("features")
@@ -130,12 +134,13 @@ def features_cmd(
     ] = None,
     units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
     params: Annotated[Path, _PARAMS] = Path("params.yaml"),
+    sentiment_model: Annotated[Path | None, _SENTIMENT] = None,
 ) -> None:
     """Build as-of features, the time split and the as-of labels of every completed order."""
     from pipelines.features import build_feature_file
 
     try:
-        build_feature_file(orders, out, technicians, units, params)
+        build_feature_file(orders, out, technicians, units, params, sentiment_model)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
 
@@ -166,6 +171,7 @@ def train_cmd(
     no_mlflow: Annotated[
         bool, typer.Option("--no-mlflow", help="Do not log the run to MLflow.")
     ] = False,
+    sentiment_model: Annotated[Path | None, _SENTIMENT] = None,
 ) -> None:
     """Train both heads (censored labels, time split), save the model, log the run."""
     from pipelines.features import parse_time
@@ -182,6 +188,7 @@ def train_cmd(
             truth,
             params,
             log_mlflow=not no_mlflow,
+            sentiment_model=sentiment_model,
         )
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from models.estimators import TrainConfig, training_frame
-from models.features import FeatureConfig, coerce_orders
+from models.features import FeatureConfig, TextScorer, coerce_orders
 from pipelines.params import section
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,23 @@ def load_orders(
     return typed, techs, unit_tab
 
 
+def load_text_scorer(directory: Path | None) -> TextScorer | None:
+    """``texts -> P(positive)`` from a ``repairqc sentiment`` model directory (None: lexicon).
+
+    Train that model on comments known before the training cut (e.g. ``--until``), so that the
+    evaluation slice's own comments never taught it.
+    """
+    if directory is None:
+        return None
+    from functools import partial
+
+    from models.sentiment import load_model, score_texts
+
+    if not Path(directory).exists():
+        raise FileNotFoundError(f"{directory}: no sentiment model directory")
+    return partial(score_texts, load_model(directory))
+
+
 def parse_time(value: str | None) -> pd.Timestamp | None:
     """A CLI timestamp; without an offset it is Asia/Shanghai local time (as in the contract)."""
     if value is None:
@@ -108,6 +125,7 @@ def make_training_frame(
     units: pd.DataFrame | None,
     params_path: str | Path = "params.yaml",
     until: pd.Timestamp | None = None,
+    text_scorer: TextScorer | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """The training frame with the configs from ``params.yaml`` (labels reused when present)."""
     labels = orders[list(LABEL_COLUMNS)] if set(LABEL_COLUMNS) <= set(orders) else None
@@ -119,6 +137,7 @@ def make_training_frame(
         config=train_config(params_path),
         until=until,
         labels=labels,
+        text_scorer=text_scorer,
     )
 
 
@@ -128,10 +147,12 @@ def build_feature_file(
     technicians: Path | None = None,
     units: Path | None = None,
     params_path: str | Path = "params.yaml",
+    sentiment_model: Path | None = None,
 ) -> dict:
     """DVC ``features`` stage: write ``features.parquet`` and ``split.json``."""
     typed, techs, unit_tab = load_orders(orders, technicians, units)
-    frame, bounds = make_training_frame(typed, techs, unit_tab, params_path)
+    scorer = load_text_scorer(sentiment_model)
+    frame, bounds = make_training_frame(typed, techs, unit_tab, params_path, text_scorer=scorer)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out_dir / "features.parquet")
     info = {k: str(v) for k, v in bounds.items()}

@@ -18,7 +18,13 @@ import pandas as pd
 
 from models.estimators import fit_risk_model
 from pipelines.evaluate import evaluate_scored, read_truth, scored_test_frame, write_evaluation
-from pipelines.features import feature_config, load_orders, make_training_frame, train_config
+from pipelines.features import (
+    feature_config,
+    load_orders,
+    load_text_scorer,
+    make_training_frame,
+    train_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +39,27 @@ def train_files(
     truth: Path | None = None,
     params_path: str | Path = "params.yaml",
     log_mlflow: bool = True,
+    sentiment_model: Path | None = None,
 ) -> dict[str, Any]:
     """Train on what was known before ``until`` and write the model directory.
 
-    ``features`` reuses the ``features`` stage's frame (same params) instead of rebuilding it.
+    ``features`` reuses the ``features`` stage's frame (same params and sentiment model)
+    instead of rebuilding it. ``sentiment_model`` is a ``repairqc sentiment`` model directory
+    used for the text features and stored inside the risk model.
     """
     from models.registry import frame_digest, input_example, log_run, save_model
 
     t0 = time.perf_counter()
     typed, techs, unit_tab = load_orders(orders, technicians, units)
+    scorer = load_text_scorer(sentiment_model)
     if features is not None and until is None:
         frame = pd.read_parquet(features)
         bounds: dict[str, Any] = {}
     else:
-        frame, bounds = make_training_frame(typed, techs, unit_tab, params_path, until)
+        frame, bounds = make_training_frame(typed, techs, unit_tab, params_path, until, scorer)
     t1 = time.perf_counter()
     fcfg, tcfg = feature_config(params_path), train_config(params_path)
-    model = fit_risk_model(frame, fcfg, tcfg)
+    model = fit_risk_model(frame, fcfg, tcfg, text_scorer=scorer)
     t2 = time.perf_counter()
     test = scored_test_frame(model, frame, read_truth(truth))
     metrics, plots, slices = evaluate_scored(test)
@@ -73,6 +83,7 @@ def train_files(
                 for k, v in {**hc.lgbm, "calibration": hc.calibration}.items()
             },
             "until": str(until),
+            "sentiment_model": str(sentiment_model),
         }
         info["run_id"] = log_run(
             model_dir,

@@ -190,3 +190,27 @@ def test_notebook_runs_top_to_bottom(tmp_path):
     ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+
+
+def test_text_scorer_travels_with_the_model(data, trained):
+    """A sentiment model used for the features is pickled with the heads and used to score."""
+    import pickle
+    from functools import partial
+
+    from models.sentiment import CommentSentimentModel, score_texts
+
+    orders, techs, units, _ = data
+    frame, _, _ = trained
+    rated = orders[orders["feedback_comment"].notna() & orders["rating"].notna()]
+    sm = CommentSentimentModel(min_df=1).fit(
+        rated["feedback_comment"].tolist(), (rated["rating"] >= 3).astype(int).to_numpy()
+    )
+    scorer = partial(score_texts, sm)
+    f2, _ = training_frame(orders, technicians=techs, units=units, config=FAST, text_scorer=scorer)
+    model = fit_risk_model(f2, FeatureConfig(), FAST, text_scorer=scorer)
+    again = pickle.loads(pickle.dumps(model))
+    done = orders[(orders["status"] == "completed")].tail(30)
+    a = model.score_orders(model.history(orders, techs, units), done)
+    b = again.score_orders(again.history(orders, techs, units), done)
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(f2["desc_sentiment"], frame["desc_sentiment"])
