@@ -1,0 +1,86 @@
+"""Comment sentiment on real Chinese delivery-service reviews (waimai_10k); skips without data.
+
+The full table (three data sets, retrained snownlp, throughput, latency) is
+``bench/bench_sentiment.py``; this is the quick guard that the model keeps its level.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from models.sentiment import CommentSentimentModel, snownlp_default_scores
+
+WAIMAI = Path(__file__).resolve().parents[2] / "shared/data/real/waimai_10k"
+
+pytestmark = [
+    pytest.mark.real_data,
+    pytest.mark.skipif(not WAIMAI.is_dir(), reason=f"{WAIMAI} absent (third-party data)"),
+]
+
+
+@pytest.fixture(scope="module")
+def waimai() -> tuple[np.ndarray, np.ndarray]:
+    df = pd.read_csv(WAIMAI / "waimai_10k.csv")
+    overlap = {int(x) for x in (WAIMAI / "snownlp_train_overlap_rows.txt").read_text().split()}
+    df = df[~df.index.isin(sorted(overlap))]
+    return df["review"].astype(str).to_numpy(dtype=object), df["label"].to_numpy(dtype=int)
+
+
+@pytest.fixture(scope="module")
+def cv(waimai: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    X, y = waimai
+    p = np.zeros(len(y))
+    for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
+        p[te] = CommentSentimentModel().fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
+    # snownlp default on a stratified sample: segmentation makes the full set take ~30 s.
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), 600, replace=False) for c in (0, 1)])
+    s = snownlp_default_scores(X[idx])
+    return {
+        "acc": accuracy_score(y, p >= 0.5),
+        "auc": roc_auc_score(y, p),
+        "snownlp_auc": roc_auc_score(y[idx], s),
+        "ours_auc_same_sample": roc_auc_score(y[idx], p[idx]),
+    }
+
+
+def test_beats_snownlp_default_by_a_clear_margin(cv: dict[str, float]) -> None:
+    assert cv["ours_auc_same_sample"] >= cv["snownlp_auc"] + 0.05, cv
+
+
+def test_keeps_its_measured_level(cv: dict[str, float]) -> None:
+    # Measured 5-fold: accuracy 0.899–0.902, ROC AUC 0.950; a drop below these floors is a bug.
+    assert cv["acc"] >= 0.89 and cv["auc"] >= 0.945, cv
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue goal not reached: bag-of-n-gram learners plateau at ~0.90/0.95 on waimai_10k "
+    "(label noise; see bench/bench_sentiment.py and the issue report)",
+)
+def test_reaches_issue_goals(cv: dict[str, float]) -> None:
+    assert cv["acc"] >= 0.91 and cv["auc"] >= 0.96, cv
+
+
+def test_batch_and_single_text_speed(waimai: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = waimai
+    model = CommentSentimentModel().fit(X, y)
+    texts = list(X) * 2
+    t0 = time.perf_counter()
+    model.predict_proba(texts)
+    rate = len(texts) / (time.perf_counter() - t0)
+    lat = []
+    for t in X[:1000]:
+        t1 = time.perf_counter()
+        model.score_one(t)
+        lat.append(time.perf_counter() - t1)
+    # Goals are 20,000 texts/s and < 1 ms; the floors leave room for a busy shared machine.
+    assert rate >= 10_000, rate
+    assert np.percentile(lat, 50) < 1e-3, np.percentile(lat, 50)
