@@ -90,15 +90,17 @@ class TrainConfig:
     ----------
     fit_fraction, calib_fraction
         Shares of completed orders (by completion time) in the fit and calibration slices; the
-        rest is the test slice.
+        rest is the test slice. 70/10/20 beat 60/20/20 by ~+0.005 rework AUC (more recent
+        training data); a calibration slice much shorter than ~2 rework windows has too few
+        uncensored rework labels.
     seed, num_threads
         Determinism and CPU budget (LightGBM threads; the machine has 2 cores).
     heads
         One :class:`HeadConfig` per head.
     """
 
-    fit_fraction: float = 0.6
-    calib_fraction: float = 0.2
+    fit_fraction: float = 0.7
+    calib_fraction: float = 0.1
     seed: int = 42
     num_threads: int = 2
     heads: dict[str, HeadConfig] = field(default_factory=lambda: {h: HeadConfig() for h in HEADS})
@@ -196,8 +198,13 @@ class RiskHead:
 
         y = np.asarray(y, dtype=float)
         y_cal = np.asarray(y_cal, dtype=float)
-        if len(np.unique(y)) < 2 or len(np.unique(y_cal)) < 2:
-            raise ValueError("each slice needs both classes to fit a head; more data is needed")
+        for name, labels in (("fit", y), ("calibration", y_cal)):
+            if len(np.unique(labels)) < 2:
+                raise ValueError(
+                    f"the {name} slice has {len(labels)} labelled orders and not both classes: "
+                    "more history is needed, or a larger slice (labels of a slice are censored "
+                    "at the start of the next one)"
+                )
         cats = [c for c in X.columns if c in CATEGORICAL_LEVELS]
         dtrain = lgb.Dataset(X, y, categorical_feature=cats, free_raw_data=True)
         dval = lgb.Dataset(X_cal, y_cal, reference=dtrain, categorical_feature=cats)

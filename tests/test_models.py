@@ -19,7 +19,9 @@ from models.labels import label_orders
 from tests.synth_orders import make_orders
 from tests.test_leakage import scramble
 
-FAST = TrainConfig.from_dict({"heads": {h: {"num_boost_round": 80} for h in HEADS}})
+FAST = TrainConfig.from_dict(
+    {"num_threads": 1, "heads": {h: {"num_boost_round": 80} for h in HEADS}}
+)
 
 
 @pytest.fixture(scope="module")

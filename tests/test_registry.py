@@ -11,7 +11,9 @@ from models.features import FeatureConfig
 from models.registry import GateConfig, gate, input_example, save_model, score_contract_orders
 from tests.synth_orders import make_orders
 
-FAST = TrainConfig.from_dict({"heads": {h: {"num_boost_round": 60} for h in HEADS}})
+FAST = TrainConfig.from_dict(
+    {"num_threads": 1, "heads": {h: {"num_boost_round": 60} for h in HEADS}}
+)
 
 
 @pytest.fixture(scope="module")
