@@ -11,7 +11,8 @@ Python (``mlflow models serve``, another system) has orders, not our feature vec
 callers with features use :meth:`models.estimators.RiskModel.predict` directly.
 The output has ``order_id``, ``rework_risk``, ``dissatisfaction_prob`` and ``top_reasons``.
 
-Default tracking store: ``sqlite:///<project root>/mlflow.db``; ``MLFLOW_TRACKING_URI`` wins.
+Default tracking store: ``sqlite:///mlflow.db`` (the project root when run from there, as DVC
+and the Makefile do); ``MLFLOW_TRACKING_URI`` wins.
 """
 
 from __future__ import annotations
@@ -38,9 +39,14 @@ RUNTIME_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "ch
 _ARTIFACT = "risk_model"
 
 
+#: Default store: ``mlflow.db`` in the working directory, which is the project root for DVC
+#: stages and the Makefile (and the store's ``mlruns/`` artifacts land beside it).
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the project's SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def pip_requirements() -> list[str]:

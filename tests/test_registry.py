@@ -180,3 +180,45 @@ def test_cli_train_score_register(data, tmp_path, monkeypatch):
         ],
     )
     assert r.exit_code == 2 and "not a timestamp" in r.output
+
+
+@pytest.mark.slow
+def test_dvc_repro_whole_pipeline_from_a_fresh_copy(tmp_path):
+    """generate -> ... -> register on a small operation; metrics and plots are DVC's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from tests.test_pipeline_e2e import _fresh_copy
+
+    bin_dir = Path(sys.executable).parent
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _fresh_copy(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["generate"].update({"units": 4000, "months": 18})
+    params["train"]["num_threads"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the default: mlflow.db in the project
+
+    def dvc(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(bin_dir / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True
+        )
+
+    r = dvc("repro")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    metrics = json.loads((repo / "data/evaluation/metrics.json").read_text())
+    for head in HEADS:
+        assert 0.5 < metrics[f"{head}_auc"] <= metrics[f"{head}_oracle_auc"] + 0.02
+    decision = json.loads((repo / "data/registry/registration.json").read_text())
+    assert decision["version"] == 1 and (repo / "mlflow.db").exists()
+    m = dvc("metrics", "show", "--json")
+    assert m.returncode == 0 and "rework_auc" in m.stdout
+    p = dvc("plots", "show", "-o", str(tmp_path / "plots"))
+    assert p.returncode == 0 and (tmp_path / "plots" / "index.html").exists()
+    assert "Calibration" in (tmp_path / "plots" / "index.html").read_text()
