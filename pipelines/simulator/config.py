@@ -197,6 +197,11 @@ class SimulationConfig:
         Logit of a complaint given dissatisfaction.
     comment_if_rated, comment_if_unrated, comment_dissatisfied
         Chance of a follow-up comment.
+    comment_off_tone
+        Chance a comment's words do not match the resident's verdict: an unhappy resident who
+        answers politely or perfunctorily (好的/谢谢), a satisfied one who grumbles about one
+        aspect. Real rated comments carry this noise (a text model on them is ~0.9 accurate,
+        not perfect); without it the comment would be a give-away of the rating.
     tone_noise
         Chance the description's tone is drawn at random instead of from the temperament.
     repeat_cue_rework, repeat_cue_prior, repeat_cue_false
@@ -418,6 +423,7 @@ class SimulationConfig:
     comment_if_rated: float = 0.45
     comment_if_unrated: float = 0.06
     comment_dissatisfied: float = 0.2
+    comment_off_tone: float = 0.15
     tone_noise: float = 0.2
     repeat_cue_rework: float = 0.7
     repeat_cue_prior: float = 0.3

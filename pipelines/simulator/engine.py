@@ -187,6 +187,7 @@ def simulate(
         np.nan_to_num(o["tech_skill"]),
         tone,
         cfg.typo_prob,
+        off_tone=cfg.comment_off_tone,
     )
 
     done = o["status"] == COMPLETED

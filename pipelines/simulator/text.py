@@ -547,6 +547,7 @@ def comments(
     skill: np.ndarray,
     tone: np.ndarray,
     typo_prob: float,
+    off_tone: float = 0.0,
 ) -> np.ndarray:
     """Follow-up comments, shaped by what actually went wrong (or right).
 
@@ -605,4 +606,11 @@ def comments(
         ),
     )
     out = np.where((tone == 2) & dissatisfied, np.strings.add(out, "！"), out)
+    # words that do not match the verdict: politeness or indifference from the unhappy,
+    # a complaint from the satisfied who still rate well (``off_tone``, split in three)
+    u = rng.random(n)
+    polite = _choose(rng, GENERIC_GOOD, n)
+    out = np.where(dissatisfied & (u < off_tone / 3), neutral, out)
+    out = np.where(dissatisfied & (u >= off_tone / 3) & (u < 2 * off_tone / 3), polite, out)
+    out = np.where(~dissatisfied & (u < off_tone / 3), negative, out)
     return add_typos(rng, out, typo_prob)
