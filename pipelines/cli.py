@@ -99,6 +99,13 @@ def validate_cmd(
 def label_cmd(
     orders: Annotated[Path, typer.Option("--orders", help="Validated orders.parquet.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    sentiment_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--sentiment-model",
+            help="Sentiment model dir: label comment-only orders from their comment's sentiment.",
+        ),
+    ] = None,
     params: Annotated[
         Path, typer.Option("--params", help="params.yaml with a label: block.")
     ] = Path("params.yaml"),
@@ -107,7 +114,7 @@ def label_cmd(
     from pipelines.label import label_file
 
     try:
-        stats = label_file(orders, out, params)
+        stats = label_file(orders, out, params, sentiment_model=sentiment_model)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(

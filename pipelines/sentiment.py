@@ -358,3 +358,59 @@ def score_cmd(
         _warn(f"{n_blank} of {len(df)} rows have empty {text_col!r}: their sentiment is NaN")
     write_table(scored, out)
     typer.echo(f"scored {len(df) - n_blank} comments -> {out}")
+
+
+@app.command("train-orders")
+def train_orders_cmd(
+    orders: Annotated[
+        Path, typer.Option("--orders", help="Validated orders (orders.parquet from `validate`).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    fit_fraction: Annotated[
+        float,
+        typer.Option(
+            "--fit-fraction",
+            min=0.05,
+            max=1.0,
+            help="Learn only from the oldest fraction of completed orders (by completed_at), the "
+            "same slice the risk heads are fitted on, so later orders' ratings never shape the "
+            "text features the heads are evaluated with.",
+        ),
+    ] = 1.0,
+) -> None:
+    """Weak-label stage: learn comment sentiment from the operation's own rated comments."""
+    import pandas as pd
+
+    from models.sentiment import save_model
+
+    try:
+        df = pd.read_parquet(orders)
+    except (OSError, ValueError) as e:
+        _fail(f"{orders}: cannot read validated orders: {e}")
+        return
+    done = df[df["completed_at"].notna()].sort_values("completed_at", kind="stable")
+    cutoff_n = max(1, int(round(len(done) * fit_fraction)))
+    fit = done.iloc[:cutoff_n]
+    try:
+        wl = weak_labels(fit)
+        model = train_from_orders(fit)
+    except SentimentInputError as e:
+        _fail(str(e))
+        return
+    y = wl["label"].to_numpy()
+    metrics = cross_validated_metrics(wl["text"].tolist(), y)
+    until = fit["completed_at"].max()
+    save_model(
+        model,
+        out,
+        metrics=metrics,
+        extra={
+            "n_positive": int(y.sum()),
+            "n_negative": int(len(y) - y.sum()),
+            "source": orders.name,
+            "trained_until": str(until),
+            "fit_fraction": fit_fraction,
+        },
+    )
+    shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k != "cv_folds")
+    typer.echo(f"trained on {len(y)} rated comments completed up to {until} -> {out}/  {shown}")
