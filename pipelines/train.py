@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm import tqdm
 
 from models.estimators import fit_risk_model
 from pipelines.evaluate import evaluate_scored, read_truth, scored_test_frame, write_evaluation
@@ -40,6 +41,7 @@ def train_files(
     params_path: str | Path = "params.yaml",
     log_mlflow: bool = True,
     sentiment_model: Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train on what was known before ``until`` and write the model directory.
 
@@ -49,21 +51,33 @@ def train_files(
     """
     from models.registry import frame_digest, input_example, log_run, save_model
 
+    steps = ["read", "features", "fit", "evaluate", "save"] + (["log"] if log_mlflow else [])
+    bar = tqdm(total=len(steps), desc="train", unit="step", disable=not progress)
     t0 = time.perf_counter()
+    bar.set_postfix_str("reading and validating")
     typed, techs, unit_tab = load_orders(orders, technicians, units)
     scorer = load_text_scorer(sentiment_model)
+    bar.update()
+    bar.set_postfix_str("as-of features")
     if features is not None and until is None:
         frame = pd.read_parquet(features)
         bounds: dict[str, Any] = {}
     else:
         frame, bounds = make_training_frame(typed, techs, unit_tab, params_path, until, scorer)
     t1 = time.perf_counter()
+    bar.update()
+    bar.set_postfix_str("fitting both heads")
     fcfg, tcfg = feature_config(params_path), train_config(params_path)
     model = fit_risk_model(frame, fcfg, tcfg, text_scorer=scorer)
     t2 = time.perf_counter()
+    bar.update()
+    bar.set_postfix_str("evaluating on the test slice")
     test = scored_test_frame(model, frame, read_truth(truth))
     metrics, plots, slices = evaluate_scored(test)
+    bar.update()
+    bar.set_postfix_str("saving the model")
     save_model(model, model_dir, input_example(typed))
+    bar.update()
     write_evaluation(metrics, plots, slices, model_dir / "evaluation")
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     info = {
@@ -74,6 +88,7 @@ def train_files(
         "fit_seconds": round(t2 - t1, 2),
     }
     if log_mlflow:
+        bar.set_postfix_str("logging to MLflow")
         params = {
             **{f"features.{k}": v for k, v in asdict(fcfg).items() if k != "cues"},
             **{f"train.{k}": v for k, v in asdict(tcfg).items() if k != "heads"},
@@ -92,6 +107,8 @@ def train_files(
             frame_digest(frame),
             plots_dir=model_dir / "evaluation" / "plots",
         )
+    bar.update(bar.total - bar.n)
+    bar.close()
     (model_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     log.info("trained in %.1fs: %s", time.perf_counter() - t0, info)
     return {"metrics": metrics, "info": info}
