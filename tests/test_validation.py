@@ -310,3 +310,77 @@ def test_cross_table_inconsistencies_are_counted_not_quarantined(tmp_path):
         "indoor_unit_not_in_units": 1,
         "community_differs_from_units": 1,
     }
+
+
+# ---------------------------------------------------------------- record-wise (API) fast path
+
+_NOW = pd.Timestamp("2024-06-01 12:00:00", tz="Asia/Shanghai")
+_TRICKY = [
+    None, "", " ", "nan", "None", "NULL", "n/a", "-", "<NA>", " x ", "\u3000x", "x\x1c",
+    "\u212a", "İ", "是", "否", "TRUE", "Yes", "0", "1", "1.0", "2", "-3", "3.5", "1e3", ".5",
+    "5.", "+4", "12345678901234567", "inf", "NaN", "WO000001", "WO000002", "C01",
+    "2024-05-01 10:00:00", "2024-05-01T10:00:00", "2024/5/1 10:00", "2024-05-01 10:00:00+08:00",
+    "2024-02-30 10:00:00", "1999-12-31 23:59:59", "2099-12-31 23:59:59", "2030-01-01 00:00:00",
+    "2024-06-02 13:00:00", "2024-04-30 09:00:00", "2024年5月1日 10:00",
+    True, False, 0, 1, 7, -1, 2.5, 3.0, 1e300, float("nan"),
+]
+
+
+def _cell(col):
+    from models.schemas import ORDERS
+
+    c = ORDERS.by_name[col]
+    good = list(c.enum or ()) + [v.upper() for v in c.enum or ()]
+    return st.one_of(
+        st.sampled_from(_TRICKY + good),
+        st.text(max_size=6),
+        st.integers(-5, 10),
+        st.floats(allow_nan=True, allow_infinity=True),
+    )
+
+
+@st.composite
+def _rows(draw):
+    n = draw(st.integers(1, 4))
+    rows = []
+    for i in range(n):
+        row = good_order(i)
+        for col in draw(st.sets(st.sampled_from(ORDERS.names), max_size=3)):
+            row[col] = draw(_cell(col))
+        rows.append(row)
+    if n > 1 and draw(st.booleans()):
+        rows[-1]["order_id"] = rows[0]["order_id"]
+    return rows
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=_rows(), techs=st.none() | st.just({"T01", "T02"}))
+def test_record_wise_path_matches_the_vectorised_one(rows, techs):
+    """Whenever the fast path answers, it answers exactly like the vectorised checks."""
+    from models.validation import _Decline, _validate_fast
+
+    ref = validate_table(
+        pd.DataFrame(rows, columns=ORDERS.names, dtype=object), ORDERS,
+        known_technicians=techs, now=_NOW,
+    )  # fmt: skip
+    try:
+        fast = _validate_fast(rows, ORDERS, techs, _NOW)
+    except _Decline:
+        return
+    pd.testing.assert_frame_equal(fast.valid, ref.valid, check_dtype=False)
+    assert reasons_of(fast) == reasons_of(ref)
+    assert fast.quarantine["reason"].tolist() == ref.quarantine["reason"].tolist()
+    assert fast.stats == ref.stats
+
+
+def test_record_wise_path_takes_api_shaped_orders_with_the_same_types():
+    """Clean API orders do not decline, and come out typed exactly as the vectorised path."""
+    from models.validation import _validate_fast, validate_records
+    from serving.schemas import ORDER_EXAMPLE
+
+    rows = [ORDER_EXAMPLE, good_order(1), good_order(2, rating="9")]
+    fast = _validate_fast(rows, ORDERS, None, _NOW)
+    ref = validate_records(rows, now=_NOW, fast=False)
+    pd.testing.assert_frame_equal(fast.valid, ref.valid)
+    assert fast.quarantine["reason"].tolist() == ["rating:out_of_range"]
+    assert fast.stats == ref.stats

@@ -16,7 +16,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from models.schemas import ORDERS, TECHNICIANS, UNITS, Table
-from models.validation import REASON, SOURCE_ROW, validate_orders, validate_table
+from models.validation import REASON, SOURCE_ROW, validate_records
 from serving.deps import get_state, require
 from serving.schemas import Decision, Rejected, ScoreRequest, ScoreResponse
 from serving.state import ServiceState
@@ -28,8 +28,7 @@ router = APIRouter()
 
 def _errors(raw: list[dict[str, Any]], table: Table) -> tuple[pd.DataFrame, list[Rejected]]:
     """Validate rows of a contract table; typed valid rows and the rejected ones."""
-    frame = pd.DataFrame(raw, columns=table.names, dtype=object)
-    res = (validate_orders if table is ORDERS else lambda f: validate_table(f, table))(frame)
+    res = validate_records(raw, table)  # record-wise for a few orders, else vectorised
     bad: dict[int, list[str]] = {
         int(r[SOURCE_ROW]): str(r[REASON]).split(";")
         for r in res.quarantine[[SOURCE_ROW, REASON]].to_dict("records")
