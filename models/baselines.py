@@ -81,6 +81,25 @@ class LogisticBaseline:
         """Probability of the positive class."""
         return self.model_.predict_proba(self._design(X))[:, 1]
 
+    def predict_proba_matrix(self, M: np.ndarray, names: list[str]) -> np.ndarray:
+        """:meth:`predict_proba` of a float matrix whose columns are ``names``.
+
+        Categoricals are their contract level codes (NaN missing). The serving path: no
+        DataFrame, no sklearn input checks (same design matrix, same coefficients).
+        """
+        pos = {c: j for j, c in enumerate(names)}
+        raw = M[:, [pos[c] for c in self.numeric_]]
+        num = np.where(np.isnan(raw), self.medians_, raw)
+        num = np.sign(num) * np.log1p(np.abs(num))
+        num = (num - self.means_) / self.scales_
+        onehot = [
+            (M[:, pos[c]][:, None] == np.arange(len(levels))[None, :]).astype(float)
+            for c, levels in self.categorical_.items()
+        ]
+        design = np.hstack([num, np.isnan(raw).astype(float), *onehot])
+        z = design @ self.model_.coef_[0] + self.model_.intercept_[0]
+        return 1.0 / (1.0 + np.exp(-z))
+
 
 def fit_logistic_baselines(
     frame: pd.DataFrame, features: list[str], heads: list[str], C: float = 1.0

@@ -261,6 +261,26 @@ class RiskHead:
             return 1.0 / (1.0 + np.exp(-(Z @ w + b)))
         return self.calibrator_.predict(Z[:, 0])
 
+    def predict_proba_matrix(self, M: np.ndarray) -> np.ndarray:
+        """:meth:`predict_proba` of a float matrix in ``feature_names_`` order.
+
+        Categoricals are their contract level codes (NaN missing), as built by
+        ``serving.reasons.numeric_matrix``.
+
+        The serving path: LightGBM predicts a numpy row in ~0.2 ms against ~1.5 ms through a
+        DataFrame, and on one thread (all threads: a single-row p99 of 8.5 ms whenever another
+        process holds a core). The service checks it against :meth:`predict_proba` at load.
+        """
+        raw = self.booster_.predict(M, num_iteration=self.booster_.best_iteration, num_threads=1)
+        cols = [_logit(raw)]
+        if self.linear_ is not None:
+            cols.append(_logit(self.linear_.predict_proba_matrix(M, self.feature_names_)))
+        Z = np.column_stack(cols)
+        if isinstance(self.calibrator_, tuple):
+            w, b = self.calibrator_
+            return 1.0 / (1.0 + np.exp(-(Z @ w + b)))
+        return self.calibrator_.predict(Z[:, 0])
+
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions (log-odds, TreeSHAP) of the booster: the top reasons."""
         c = self.booster_.predict(

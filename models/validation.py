@@ -637,7 +637,9 @@ def _validate_fast(
     bad = [i for i in range(n) if labels[i]]
     cols: dict[str, object] = {SOURCE_ROW: np.array(ok, dtype="int64")}
     for col in table.columns:
-        cols[col.name] = pd.array([typed_rows[i][col.name] for i in ok], dtype=_FAST_DTYPES[col.dtype])
+        cols[col.name] = pd.array(
+            [typed_rows[i][col.name] for i in ok], dtype=_FAST_DTYPES[col.dtype]
+        )
     valid = pd.DataFrame(cols)
     quarantine = pd.DataFrame(
         [[rows[i].get(c) for c in table.names] for i in bad], columns=table.names, dtype=object

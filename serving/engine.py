@@ -32,7 +32,7 @@ from models.estimators import HEADS, RiskModel
 from models.features import History, features_for
 from models.schemas import ORDERS, TIMEZONE
 from serving.model_source import ModelIdentity
-from serving.reasons import Reasoner
+from serving.reasons import Reasoner, numeric_matrix
 from serving.store.db import Store, content_hash, frame_rows, utcnow
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class ServedModel:
     model: RiskModel
     identity: ModelIdentity
     reasoner: Reasoner
+    #: Heads score numpy rows (``RiskHead.predict_proba_matrix``): set when the load-time
+    #: check found them equal to the DataFrame path on the smoke batch.
+    numpy_heads: bool = False
 
 
 class HistoryCache:
@@ -219,9 +222,15 @@ class Scorer:
         history = self.cache.history
         assert history is not None, "history not built"
         feats = features_for(history, orders)
-        X = feats[served.model.feature_names]
-        scores = {col: served.model.heads[h].predict_proba(X) for h, col in HEADS.items()}
-        reasons = served.reasoner.top(feats, self.reasons_k)
+        names = served.model.feature_names
+        heads = served.model.heads
+        if served.numpy_heads:  # one float matrix for both heads and the reasons
+            M = numeric_matrix(feats, names)
+            scores = {col: heads[h].predict_proba_matrix(M) for h, col in HEADS.items()}
+        else:
+            M = None
+            scores = {col: heads[h].predict_proba(feats[names]) for h, col in HEADS.items()}
+        reasons = served.reasoner.top(feats, self.reasons_k, M)
         pol = self.policy
         levels = S.risk_level(scores, pol.risk_levels)
         pi = S.inclusion_probabilities(levels, pol.sampling, self.base)

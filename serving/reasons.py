@@ -129,15 +129,23 @@ def reason_item(feature: str, row: Mapping[str, Any], contribution: float) -> di
 
 def numeric_matrix(features: pd.DataFrame, names: list[str]) -> np.ndarray:
     """Features as a float matrix; categoricals as their contract level codes (NaN missing)."""
-    cols = []
-    for c in names:
+    out = np.empty((len(features), len(names)))
+    for j, c in enumerate(names):
         s = features[c]
         if c in CATEGORICAL_LEVELS:
-            codes = pd.Categorical(s, categories=list(CATEGORICAL_LEVELS[c])).codes
-            cols.append(np.where(codes < 0, np.nan, codes).astype(float))
+            codes = _LEVEL_CODES.setdefault(
+                c, {v: float(i) for i, v in enumerate(CATEGORICAL_LEVELS[c])}
+            )
+            out[:, j] = [codes.get(v, np.nan) for v in s.to_numpy(dtype=object)]
+        elif pd.api.types.is_numeric_dtype(s.dtype):  # float, Int64, boolean: no parsing
+            out[:, j] = s.to_numpy(dtype=float, na_value=np.nan)
         else:
-            cols.append(pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan))
-    return np.column_stack(cols) if cols else np.empty((len(features), 0))
+            out[:, j] = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return out
+
+
+#: Contract level -> code per categorical feature (the codes LightGBM was trained with).
+_LEVEL_CODES: dict[str, dict[Any, float]] = {}
 
 
 @dataclass
@@ -199,13 +207,19 @@ class Reasoner:
         """``binned`` or ``exact``."""
         return "binned" if self.binned is not None else "exact"
 
-    def top(self, features: pd.DataFrame, k: int) -> list[list[dict[str, Any]]]:
-        """Up to ``k`` positive contributions per order, largest first."""
+    def top(
+        self, features: pd.DataFrame, k: int, matrix: np.ndarray | None = None
+    ) -> list[list[dict[str, Any]]]:
+        """Up to ``k`` positive contributions per order, largest first.
+
+        ``matrix``: ``numeric_matrix(features, model.feature_names)`` when already computed.
+        """
         if k <= 0 or not len(features):
             return [[] for _ in range(len(features))]
         names = self.model.feature_names
         if self.binned is not None:
-            contrib = self.binned.lookup(numeric_matrix(features, names))
+            M = matrix if matrix is not None else numeric_matrix(features, names)
+            contrib = self.binned.lookup(M)
         else:
             X = features[names]
             contrib = sum(self.model.heads[h].contributions(X).to_numpy() for h in HEADS)

@@ -18,14 +18,14 @@ import yaml
 
 from models import sampling as S
 from models.estimators import HEADS, RiskModel
-from models.features import completed_mask, features_for
+from models.features import CATEGORICAL_LEVELS, completed_mask, features_for
 from models.schemas import ORDERS
 from models.validation import validate_orders
 from serving.config import Settings
 from serving.engine import HistoryCache, Scorer, ServedModel
 from serving.model_source import ModelIdentity, ModelLoadError, load_from_dir, load_from_registry
 from serving.observability import Metrics
-from serving.reasons import Reasoner
+from serving.reasons import Reasoner, numeric_matrix
 from serving.schemas import ORDER_EXAMPLE
 from serving.store.db import Store, make_engine, upgrade
 
@@ -83,14 +83,30 @@ class ServiceState:
                 pd.DataFrame([ORDER_EXAMPLE], columns=ORDERS.names, dtype=object)
             ).valid.drop(columns="source_row")
         feats = features_for(history, smoke)
+        M = numeric_matrix(feats, model.feature_names)
+        numpy_heads = True
         for h in HEADS:
             p = model.heads[h].predict_proba(feats[model.feature_names])
             if not (np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))):
                 raise ModelLoadError(f"head {h} gives probabilities outside [0, 1]")
+            try:  # the numpy fast path must agree with the DataFrame path, or is not used
+                cats = [
+                    list(CATEGORICAL_LEVELS[c])
+                    for c in model.feature_names
+                    if c in CATEGORICAL_LEVELS
+                ]
+                numpy_heads &= (model.heads[h].booster_.pandas_categorical or []) == cats
+                numpy_heads &= bool(
+                    np.allclose(model.heads[h].predict_proba_matrix(M), p, atol=1e-9)
+                )
+            except Exception:  # noqa: BLE001 - e.g. a head of another class: DataFrame path
+                numpy_heads = False
+        if not numpy_heads:
+            log.warning("numpy scoring path disagrees with the DataFrame path: not used")
         reference = feats if len(feats) >= self.settings.reference_orders // 2 else None
         reasoner = Reasoner(model, reference, min_reference=self.settings.reference_orders // 2)
         log.info("model ready", extra={"model": identity.tag, "reasons_mode": reasoner.mode})
-        return ServedModel(model, identity, reasoner), built
+        return ServedModel(model, identity, reasoner, numpy_heads), built
 
     def _upgrade_reasons(self) -> None:
         """Switch exact reasons to binned ones once enough orders are stored (fresh store)."""
@@ -105,7 +121,10 @@ class ServiceState:
         with self._reload_lock:
             if self.scorer.served is served:
                 self.scorer.served = ServedModel(
-                    served.model, served.identity, Reasoner(served.model, feats, need)
+                    served.model,
+                    served.identity,
+                    Reasoner(served.model, feats, need),
+                    served.numpy_heads,
                 )
 
     def _reference_orders(self, limit: int) -> pd.DataFrame:
