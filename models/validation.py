@@ -558,6 +558,8 @@ def _fast_cell(col: Column, v: object) -> tuple[object, list[tuple[str, bool]]]:
     elif col.dtype in ("int", "float"):
         if missing:
             x = np.nan
+        elif isinstance(v, float) and (v == 0 or 1e-4 <= abs(v) < 1e15):
+            x = v  # a JSON float: its repr parses back to itself (checked, also by pandas)
         elif not _FAST_NUM_RE.match(t) or sum(ch.isdigit() for ch in t) > 15:
             raise _Decline
         else:

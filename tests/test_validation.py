@@ -384,6 +384,7 @@ def _cell(col):
         st.text(max_size=6),
         st.integers(-5, 10),
         st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(0, 1e4),
     )
 
 
