@@ -91,9 +91,8 @@ class Settings(BaseSettings):
         if self.dev_mode:
             banner = "!" * 78
             log.warning(
-                "%s\nDEV MODE (REPAIRQC_DEV_MODE=1): sampling draws use a throw-away secret "
-                "and are NOT reproducible across restarts nor protected. Never use in "
-                "production.\n%s",
+                "%s\nDEV MODE (REPAIRQC_DEV_MODE=1): %s; draws are NOT protected: anyone "
+                "who knows the secret can predict them. Never use in production.\n%s",
                 banner,
                 "sampling draws use the PUBLIC dev secret"
                 if self.secret_bytes == DEV_SECRET.encode()
