@@ -26,11 +26,16 @@ install: $(STAMP) ## Create .venv and install the pinned dependencies (requireme
 pipeline: install ## Run the whole DVC pipeline on the embedded default data (dvc repro)
 	$(BIN)/dvc repro
 	@echo
-	@echo "Pipeline outputs:"
-	@echo "  data/raw/           generated contract files (orders.csv, technicians.csv, units.csv, ground_truth.parquet)"
-	@echo "  data/validated/     orders.parquet, quarantine.csv, validation_metrics.json"
-	@echo "  data/labelled/      labelled.parquet, label_metrics.json"
-	@$(BIN)/dvc metrics show 2>/dev/null || true
+	@echo "Pipeline outputs (dvc metrics show / dvc plots show for the full evaluation):"
+	@echo "  data/raw/         generated contract files + ground_truth.parquet"
+	@echo "  data/validated/   orders.parquet, quarantine.csv, validation_metrics.json"
+	@echo "  data/sentiment/   comment sentiment model learned from rated comments"
+	@echo "  data/labelled/    labelled.parquet, label_metrics.json"
+	@echo "  data/features/    as-of features and the time split"
+	@echo "  data/model/       the two risk heads (MLflow pyfunc), registered in mlflow.db"
+	@echo "  data/evaluation/  metrics.json, slices.csv, plots/ (ROC, calibration, lift)"
+	@$(BIN)/python -c "import json; m = json.load(open('data/evaluation/metrics.json')); \
+	[print(f'  {h:<13} AUC {m[h+\"_auc\"]:.3f} (rule {m[h+\"_rule_auc\"]:.3f}, logreg {m[h+\"_logreg_auc\"]:.3f}, oracle {m.get(h+\"_oracle_auc\", float(\"nan\")):.3f})  ECE {m[h+\"_ece\"]:.3f}  lift@10% {m[h+\"_lift_top10\"]:.2f}') for h in ('rework', 'dissatisfied')]"
 
 run: pipeline ## Install, run the pipeline on the embedded data, then print where everything is
 	@if $(BIN)/repairqc serve --help >/dev/null 2>&1; then \
