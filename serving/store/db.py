@@ -96,10 +96,27 @@ def _to_db(value: Any) -> Any:
 def frame_rows(frame: pd.DataFrame, table: Table) -> list[dict[str, Any]]:
     """Contract columns of a typed frame as DB rows."""
     cols = [c for c in table.names if c in frame]
-    return [
-        {c: _to_db(v) for c, v in zip(cols, row, strict=True)}
-        for row in frame[cols].itertuples(index=False, name=None)
-    ]
+    if len(frame) <= 16:  # a few rows: per cell (column-wise has a fixed cost per column)
+        return [
+            {c: _to_db(v) for c, v in zip(cols, row, strict=True)}
+            for row in frame[cols].itertuples(index=False, name=None)
+        ]
+    values = [_column_to_db(frame[c]) for c in cols]  # column-wise: ~4x faster per row
+    return [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _column_to_db(s: pd.Series) -> list[Any]:
+    """:func:`_to_db` of every cell of a typed column, converted column-wise."""
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        utc = s.dt.tz_convert("UTC")
+        return [None if v is pd.NaT else v.to_pydatetime() for v in utc.astype(object)]
+    if s.dtype.kind in "fiub" or isinstance(s.dtype, pd.StringDtype) or s.dtype == object:
+        na = s.isna().to_numpy()
+        out = s.astype(object).tolist()
+        for i in np.flatnonzero(na):
+            out[i] = None
+        return [v.item() if isinstance(v, np.generic) else v for v in out]
+    return [_to_db(v) for v in s]
 
 
 def content_hash(row: dict[str, Any]) -> str:
@@ -228,16 +245,20 @@ class Store:
                     out[r["order_id"]] = dict(r)
         return out
 
-    def insert_decisions(self, rows: list[dict[str, Any]]) -> None:
-        """Record decisions; a concurrent duplicate (same order, input, model) is skipped."""
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    _insert_ignore(
-                        self.engine, T.decisions, "order_id", "input_hash", "model_version"
-                    ),
-                    rows,
-                )
+    def insert_decisions(self, rows: list[dict[str, Any]]) -> int:
+        """Record decisions; a concurrent duplicate (same order, input, model) is skipped.
+
+        One transaction, one ``executemany``. Returns the rows inserted (-1 when the driver
+        does not say): fewer than given means another request recorded some first.
+        """
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                _insert_ignore(self.engine, T.decisions, "order_id", "input_hash", "model_version"),
+                rows,
+            )
+        return res.rowcount if res.rowcount is not None else -1
 
     def slots_used(self, community_id: str, day_start: dt.datetime, day_end: dt.datetime) -> int:
         """Capacity mode: model-flagged decisions of a community completed in a local day."""
