@@ -433,3 +433,31 @@ def test_record_wise_path_takes_api_shaped_orders_with_the_same_types():
     pd.testing.assert_frame_equal(fast.valid, ref.valid)
     assert fast.quarantine["reason"].tolist() == ["rating:out_of_range"]
     assert fast.stats == ref.stats
+
+
+_json_cell = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=10),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.fixed_dictionaries({}, optional={c: _json_cell for c in ORDERS.names}),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_json_typed_cells_never_crash_never_vanish(mutations):
+    """API payloads carry JSON types (numbers, booleans, null), not only text."""
+    rows: list[dict] = [dict(good_order(i)) for i in range(6)]
+    for i, m in enumerate(mutations):
+        rows[i % 6].update(m)
+    res = validate_orders(pd.DataFrame(rows))
+    s = res.stats
+    assert s["valid_rows"] + s["quarantined_rows"] + s["duplicates_collapsed"] == 6
+    assert all(isinstance(r, str) and r for r in res.quarantine["reason"])
