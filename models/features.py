@@ -134,6 +134,14 @@ class FeatureConfig:
         first weeks of a history would otherwise give huge rates).
     proneness_prior
         Pseudo-count (gamma shape) of the unit fault-proneness estimate.
+    group_prior
+        Pseudo-count (in expected reports) of the fault-proneness of a unit's building and
+        cohort (community × building year): groups pool many units, so the prior is stronger.
+    unit_rework_prior
+        Pseudo-count of the unit's own past rework rate (a home has only a few orders; the
+        technicians' / communities' ``prior_strength`` would flatten it to the mean).
+    oe_prior
+        Pseudo-count (in reworks) of a technician's observed / expected rework ratio.
     arrival_sla_hours
         Response SLA per priority (上门时限): arrival later than this is overdue.
     night_start_hour, night_end_hour
@@ -150,6 +158,9 @@ class FeatureConfig:
     workload_hours: float = 24.0
     min_exposure_days: float = 90.0
     proneness_prior: float = 1.5
+    group_prior: float = 20.0
+    unit_rework_prior: float = 2.0
+    oe_prior: float = 5.0
     arrival_sla_hours: dict[str, float] = field(
         default_factory=lambda: {"normal": 24.0, "urgent": 4.0, "emergency": 1.0}
     )
@@ -454,6 +465,55 @@ def _pair(a: np.ndarray, b: np.ndarray, nb: int) -> np.ndarray:
     return np.where((a < 0) | (b < 0), -1, a * nb + b)
 
 
+def _group_keys(orders: pd.DataFrame, units: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """Keys of the groups of homes that share their faults, as strings (None when unknown).
+
+    * ``cohort``: community × building year (units table) — homes built together share
+      materials, pipes and waterproofing; both fields are in the data contract.
+    * ``building``: community × the unit id without its last ``-``/``_``/``/``/space-separated
+      token (``C001-01-0101`` → building ``C001-01``). The id format is not in the contract, so
+      an id without a separator is its own "building" (the feature then repeats the unit's
+      proneness, harmless) and an unparseable id never fails.
+    """
+    comm = _str(orders["community_id"])
+    uid = _str(orders["unit_id"])
+    bldg = np.array(
+        [
+            None
+            if u is None
+            else f"{c}|{m.group(1)}"
+            if (m := _BUILDING_RE.match(u))
+            else f"{c}|{u}"
+            for c, u in zip(comm, uid, strict=True)
+        ],
+        dtype=object,
+    )
+    cohort = np.full(len(orders), None, dtype=object)
+    if units is not None and "building_year" in units:
+        year = units["building_year"].reindex(pd.Index(uid, dtype=object))
+        year = pd.to_numeric(year, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        cohort = np.array(
+            [
+                None if (c is None or np.isnan(y)) else f"{c}|{int(y)}"
+                for c, y in zip(comm, year, strict=True)
+            ],
+            dtype=object,
+        )
+    return {"building": bldg, "cohort": cohort}
+
+
+#: Unit id → building prefix: everything before the last separator (needs a non-empty head).
+_BUILDING_RE = re.compile(r"^(.+)[-_/ ][^-_/ ]+$")
+
+
+def _units_table(units: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Units indexed by id (first row per id), or None."""
+    if units is None or not len(units):
+        return None
+    u = units.drop_duplicates("unit_id")
+    return u.set_index(_obj_index(u["unit_id"].astype(str).to_numpy(dtype=object)))
+
+
 def build_history(
     orders: pd.DataFrame,
     *,
@@ -518,6 +578,7 @@ def build_history(
     )
     team = _team_codes(_str(orders["technician_id"]), team_of_tech, vocab["team"])
 
+    start = float(np.nanmin(t_rep)) if np.isfinite(t_rep).any() else float("nan")
     ev: dict[str, EventIndex] = {}
     ev["team_report"] = EventIndex(team, t_rep)
     kind = (_str(orders["area_type"]) == "public").astype(np.int64)
@@ -550,23 +611,64 @@ def build_history(
     ev["comm_cat_report"] = EventIndex(_pair(comm, cat, ncat), t_rep)
     ev["comm_dissat"] = EventIndex(comm, ds_known, {"pos": ds})
     ev["comm_rework"] = EventIndex(comm, t_closed, {"pos": rw_closed_pos})
+    # fault-proneness of homes, their buildings and cohorts (see _group_keys): reports per
+    # known home, each home counted from its first report, per category and per kind
+    ev["kind_cat_report"] = EventIndex(kind * ncat + cat, t_rep)
+    unit_tab = _units_table(units)
+    groups = _group_keys(orders, unit_tab)
+    for g, keys in groups.items():
+        vocab[g] = _obj_index(pd.unique(keys[pd.notna(keys)]))
+        code = _codes(keys, vocab[g])
+        ev[f"{g}_report"] = EventIndex(code, t_rep)
+        ev[f"{g}_rework"] = EventIndex(code, t_closed, {"pos": rw_closed_pos})
+        gfirst = pd.DataFrame({"u": unit, "t": t_rep, "g": code})[(unit >= 0) & (code >= 0)]
+        gfirst = gfirst.sort_values("t", kind="stable").drop_duplicates("u")
+        ev[f"{g}_first"] = EventIndex(gfirst["g"].to_numpy(), gfirst["t"].to_numpy())
     ev["global_rework"] = EventIndex(zero, t_closed, {"pos": rw_closed_pos})
-    ev["global_dissat"] = EventIndex(zero, ds_known, {"pos": ds})
     ev["cat_rework"] = EventIndex(cat, t_closed, {"pos": rw_closed_pos})
+    # case mix of each past order, as of its own completion: a technician sent to leaky old
+    # homes and hard categories gets more reworks without being worse, so their skill is
+    # observed / expected reworks. Expected: the category's as-of rate scaled by the home's
+    # proneness (a rework is a failed repair or a new fault of the home; about half each)
+    recent = cfg.recent_days * _DAY
+    g_n, g_s = ev["global_rework"].query(zero, t_done, recent)
+    c_n, c_s = ev["cat_rework"].query(cat, t_done, recent)
+    cat_rate = _shrunk(c_s["pos"], c_n, (g_s["pos"] + 1.0) / (g_n + 2.0), cfg.prior_strength)
+    prone = _unit_proneness(ev, unit, kind, t_rep, start, cfg)
+    expected = cat_rate * (0.5 + 0.5 * prone)
+    ev["tech_oe"] = EventIndex(tech, t_closed, {"pos": rw_closed_pos, "exp": expected})
+    ev["global_dissat"] = EventIndex(zero, ds_known, {"pos": ds})
     ev["cat_arrival"] = EventIndex(np.where(np.isnan(arrival_h), -1, cat), t_arr, {"h": arrival_h})
     ev["cat_repair"] = EventIndex(np.where(np.isnan(repair_h), -1, cat), t_done, {"h": repair_h})
 
-    unit_tab = None
-    if units is not None and len(units):
-        u = units.drop_duplicates("unit_id")
-        unit_tab = u.set_index(_obj_index(u["unit_id"].astype(str).to_numpy(dtype=object)))
-    start = float(np.nanmin(t_rep)) if np.isfinite(t_rep).any() else float("nan")
     return History(cfg, vocab, ev, techs, unit_tab, text_scorer, start)
 
 
 # --------------------------------------------------------------------------------------------
 # Features
 # --------------------------------------------------------------------------------------------
+
+
+def _unit_proneness(
+    ev: dict[str, EventIndex],
+    unit: np.ndarray,
+    kind: np.ndarray,
+    t_rep: np.ndarray,
+    start: float,
+    cfg: FeatureConfig,
+) -> np.ndarray:
+    """Poisson-gamma posterior of a home's fault-proneness as of ``t_rep``.
+
+    Relative to an average home of its kind (indoor / public): (a + k) / (a + expected k),
+    expected from the as-of report rate per known home of that kind over the observed time.
+    """
+    observed = np.maximum((t_rep - start) / _DAY, cfg.min_exposure_days)
+    kr, _ = ev["kind_report"].query(kind, t_rep, 365 * _DAY)
+    kind_units = ev["unit_first"].query(kind, t_rep)[0]
+    per_unit = kr / np.maximum(kind_units, 1.0) / np.minimum(observed, 365.0)
+    k = ev["unit_report"].query(unit, t_rep)[0]
+    a = cfg.proneness_prior
+    return (a + k) / (a + per_unit * observed)
 
 
 def _shrunk(pos: np.ndarray, n: np.ndarray, prior: np.ndarray, m: float) -> np.ndarray:
@@ -819,6 +921,77 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     f["building_age"] = age
     f["floor"] = floor
     f["area_m2"] = area
+
+    # ---- fault-proneness: the home per category, across categories, its building / cohort ----
+    # Poisson-gamma posteriors (a + reports) / (a + expected reports), the expectation from the
+    # as-of report rate per known home of its kind (and category). Old pipes leak in plumbing
+    # and waterproofing alike, and homes built together fail together, so the evidence is
+    # pooled at every level and the trees pick the mix.
+    kcr = ev["kind_cat_report"].query(kind * ncat + cat, t_rep, 365 * _DAY)[0]
+    per_unit_cat = kcr / np.maximum(kind_units, 1.0) / np.minimum(observed, 365.0)
+    f["unit_cat_proneness"] = (a + f["unit_cat_orders_all"]) / (a + per_unit_cat * observed)
+    f["unit_other_cat_proneness"] = (a + f["unit_orders_all"] - f["unit_cat_orders_all"]) / (
+        a + np.maximum(per_unit - per_unit_cat, 0.0) * observed
+    )
+    ag = cfg.group_prior
+    for g, keys in _group_keys(orders, history.units).items():
+        code = _codes(keys, history.vocab[g])
+        known = code >= 0
+        g_rep = ev[f"{g}_report"].query(code, t_rep, 365 * _DAY)[0]
+        g_units = ev[f"{g}_first"].query(code, t_rep)[0]
+        expected = per_unit * np.minimum(observed, 365.0) * g_units
+        f[f"{g}_proneness"] = np.where(known, (ag + g_rep) / (ag + expected), np.nan)
+        # the home against homes like it: an old block makes every home report more, so the
+        # home's own excess is its count against the group's rate, not the kind's
+        g_level = np.where(known, f[f"{g}_proneness"], 1.0)
+        f[f"unit_proneness_in_{g}"] = (a + f["unit_orders_all"]) / (
+            a + per_unit * observed * g_level
+        )
+        gn, gs = ev[f"{g}_rework"].query(code, t_done, 365 * _DAY)
+        f[f"{g}_rework_lift"] = np.where(known, (gs["pos"] + m) / (gn * prior_rw + m), np.nan)
+    # the home's own reworks against what its number of closed orders would give at the mean
+    ar = cfg.unit_rework_prior
+    f["unit_rework_lift"] = (us["pos"] + ar) / (un * prior_rw + ar)
+    # technician × category, shrunk to the technician's own level scaled to the category
+    # (a plumber who is good overall is likely good at toilets too), and recent form
+    tech_level = f["tech_rework_rate"] / prior_rw
+    f["tech_cat_rework_hier"] = np.where(
+        has_tech, _shrunk(tcs["pos"], tcn, tech_level * f["category_rework_rate"], m), np.nan
+    )
+    k0 = cfg.oe_prior
+    on, os_ = ev["tech_oe"].query(tech, t_done)
+    f["tech_rework_oe"] = np.where(has_tech, (os_["pos"] + k0) / (os_["exp"] + k0), np.nan)
+    on, os_ = ev["tech_oe"].query(tech, t_done, 180 * _DAY)
+    f["tech_rework_oe_180d"] = np.where(has_tech, (os_["pos"] + k0) / (os_["exp"] + k0), np.nan)
+    t90n, t90s = ev["tech_rework"].query(tech, t_done, 90 * _DAY)
+    f["tech_rework_rate_90d"] = np.where(has_tech, _shrunk(t90s["pos"], t90n, prior_rw, m), np.nan)
+    # products the trees find only with many splits: home / building risk × repair risk
+    f["expected_rework"] = (
+        f["category_rework_rate"]
+        * f["unit_cat_proneness"]
+        * np.where(has_tech, f["tech_cat_rework_hier"] / f["category_rework_rate"], 1.0)
+    )
+    f["unit_prone_x_cat"] = f["unit_proneness"] * f["category_rework_rate"]
+    # a repeat within the rework window is also a *new* fault of a fault-prone home: expected
+    # same-category reports of this home in the next window = its proneness × the current
+    # per-home rate of the category (leaks in the rainy season, air conditioning in summer),
+    # seen in the last window and in the coming window one year ago
+    win = cfg.rework_window_days * _DAY
+    kc = kind * ncat + cat
+    f["cat_rate_window"] = ev["kind_cat_report"].query(kc, t_rep, win)[0] / np.maximum(
+        kind_units, 1.0
+    )
+    t_ly = t_rep - 365 * _DAY + win
+    units_ly = ev["unit_first"].query(kind, t_ly)[0]
+    rate_ly = ev["kind_cat_report"].query(kc, t_ly, win)[0] / np.maximum(units_ly, 1.0)
+    f["cat_rate_window_last_year"] = np.where(t_rep - 365 * _DAY >= history.start, rate_ly, np.nan)
+    season = np.where(
+        np.isnan(f["cat_rate_window_last_year"]),
+        f["cat_rate_window"],
+        0.5 * (f["cat_rate_window"] + f["cat_rate_window_last_year"]),
+    )
+    f["background_expected"] = f["unit_proneness"] * season
+    f["background_expected_cat"] = f["unit_cat_proneness"] * season
 
     out = pd.DataFrame(f, index=orders.index)
     out.insert(0, "order_id", orders["order_id"].astype("string").to_numpy())

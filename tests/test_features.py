@@ -216,3 +216,45 @@ def test_late_parent_link_does_not_rewrite_a_closed_window():
     cut = orders[orders["reported_at"] <= orders.loc[1, "completed_at"]]
     past = build_features(cut).set_index("order_id")
     pd.testing.assert_series_equal(full.loc["B"], past.loc["B"])
+
+
+def test_building_and_cohort_keys_parse_robustly():
+    from models.features import _group_keys
+
+    orders = typed(
+        [
+            dict(order_id="A", unit_id="C001-01-0101", reported_at="2024-03-01 08:00"),
+            dict(order_id="B", unit_id="X17", reported_at="2024-03-01 09:00"),
+            dict(order_id="C", unit_id="2-3", reported_at="2024-03-01 10:00"),
+        ]
+    )
+    units = pd.DataFrame({"unit_id": ["C001-01-0101", "2-3"], "building_year": [2008, None]})
+    keys = _group_keys(orders, units.set_index("unit_id"))
+    # an id without a separator is its own building; the id format is not in the contract
+    assert keys["building"].tolist() == ["C1|C001-01", "C1|X17", "C1|2"]
+    assert keys["cohort"].tolist() == ["C1|2008", None, None]
+    assert _group_keys(orders, None)["cohort"].tolist() == [None, None, None]
+
+
+def test_building_proneness_counts_only_earlier_reports_of_the_building():
+    def row(oid, unit, day):
+        return dict(
+            order_id=oid,
+            unit_id=unit,
+            reported_at=f"2024-03-{day:02d} 08:00",
+            completed_at=f"2024-03-{day:02d} 12:00",
+        )
+
+    rows = [
+        row("A1", "B1-0101", 1),
+        row("A2", "B1-0101", 2),
+        row("A3", "B1-0101", 3),
+        row("D", "B2-0101", 4),
+        row("B", "B1-0102", 10),  # neighbour of a home that failed three times
+        row("E", "B2-0102", 10),  # neighbour of a home that failed once
+    ]
+    f = build_features(typed(rows)).set_index("order_id")
+    assert f.loc["B", "building_proneness"] > 1.0 > f.loc["E", "building_proneness"]
+    assert f.loc["A3", "unit_cat_proneness"] > f.loc["D", "unit_cat_proneness"]
+    later = build_features(typed(rows + [row("L", "B2-0103", 20)])).set_index("order_id")
+    pd.testing.assert_frame_equal(later.loc[f.index], f)
