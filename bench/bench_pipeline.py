@@ -10,7 +10,8 @@ Usage::
 
     nice python bench/bench_pipeline.py --units 32000            # ~100k orders
     nice python bench/bench_pipeline.py --data data/raw           # an existing generated dir
-    nice python bench/bench_pipeline.py --synthetic-drift 1.0     # drifting rework rate
+    nice python bench/bench_pipeline.py --rework-drift 1.0        # drifting rework rate
+    nice python bench/bench_pipeline.py --synthetic-drift 1.0     # the same, test generator
 
 Prints one JSON document (also written to ``--out`` when given).
 """
@@ -61,7 +62,10 @@ def _data(args: argparse.Namespace, tmp: Path) -> tuple[tuple, pd.DataFrame | No
         from pipelines.generate import generate
 
         t0 = time.perf_counter()
-        generate(d, seed=args.seed, units=args.units, months=args.months)
+        from pipelines.simulator import SimulationConfig
+
+        sim = SimulationConfig(rework_drift=args.rework_drift)
+        generate(d, seed=args.seed, units=args.units, months=args.months, config=sim)
         t["generate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     typed = load_orders(d / "orders.csv", d / "technicians.csv", d / "units.csv")
@@ -77,6 +81,12 @@ def main() -> None:
     p.add_argument("--months", type=int, default=24, help="months of history to simulate")
     p.add_argument("--seed", type=int, default=7, help="generator seed (not the default data's)")
     p.add_argument("--data", help="use this generated directory instead of simulating")
+    p.add_argument(
+        "--rework-drift",
+        type=float,
+        default=0.0,
+        help="project generator: rework log-odds added by the end of the history",
+    )
     p.add_argument("--synthetic-drift", type=float, help="use the test generator with this drift")
     p.add_argument("--synthetic-orders", type=int, default=60000, help="size for --synthetic-drift")
     p.add_argument("--out", help="also write the JSON report here")

@@ -164,6 +164,11 @@ class SimulationConfig:
     fail_intercept, fail_skill, fail_proneness, fail_age, fail_category, fail_parts,
     fail_rushed, fail_uncertified, fail_overload, fail_subcontractor, fail_severity
         Logit of a repair failing (driving rework).
+    rework_drift
+        Added to the failure logit in proportion to the report's time over the history, from 0
+        at the first day to this value at the last: a rework rate that drifts upward (ageing
+        stock, a worse contractor), to check that calibration on a later slice holds. 0 (the
+        default) keeps the rate stationary.
     overload_threshold
         Team load above which a day counts as overloaded.
     rushed_intercept, rushed_load
@@ -361,6 +366,7 @@ class SimulationConfig:
     p_pick_certified: float = 0.75
     p_same_tech_rework: float = 0.55
     fail_intercept: float = -3.9
+    rework_drift: float = 0.0
     fail_skill: float = -0.55
     fail_proneness: float = 0.6
     fail_age: float = 0.25

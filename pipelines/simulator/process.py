@@ -343,6 +343,7 @@ def process_reports(
     # repair failure → rework (the next generation)
     logit = (
         config.fail_intercept
+        + config.rework_drift * t / t_end
         + config.fail_skill * skill
         + config.fail_proneness * np.log(world.unit_proneness[unit])
         + config.fail_age * age_dec
