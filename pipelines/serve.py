@@ -21,6 +21,17 @@ def _settings(**overrides: Any):
 def serve(host: str, port: int, model_dir: Path | None, policy: Path | None) -> None:
     """Run the API with uvicorn (one process; the model is loaded once in the lifespan).
 
+    Why one worker process for 16+ connections on 2 cores: the as-of features need every
+    stored order in an in-memory history, and a second process would hold a second history
+    that does not see the orders the first one stored until a rebuild from the database — a
+    stale history for every order routed to the "other" worker. Concurrency comes instead from
+    the threadpool of the sync endpoint (validation, JSON, DB waits of up to 40 requests in
+    flight) and from the scorer's coalescer, which scores the small requests that queued
+    while it was busy as one batch (``serving.engine.Coalescer``): the fixed per-call cost of
+    the decision is shared, so throughput grows with concurrency without a second process.
+    SQLite writes stay safe either way (WAL, busy timeout, one short transaction per write;
+    idempotent decision inserts).
+
     LightGBM predicts with one OpenMP thread: with the default (all cores) a single-row p99
     jumps several-fold whenever another process holds a core, and requests are already
     concurrent. Set before LightGBM is imported; an explicit ``OMP_NUM_THREADS`` wins.

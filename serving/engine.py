@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import threading
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +171,91 @@ def _complaint_index(orders: pd.DataFrame, followup_hours: float) -> dict[str, n
     return {u: np.sort(g["t"].to_numpy()) for u, g in frame.groupby("unit")}
 
 
+class Coalescer:
+    """Scores small concurrent requests together, on one thread, without waiting for company.
+
+    Why: the whole decision of one order costs ~15 ms, nearly all of it fixed per call (pandas
+    feature frames, DB transactions); the same work for 50 orders costs ~25 ms. Requests queue
+    here; the scoring thread takes everything queued when it becomes free (up to
+    ``max_orders``) and scores it as one batch, so a lone request is scored at once (no
+    batching window, no added latency) while under concurrency the fixed cost is shared.
+    Requests whose order ids overlap, or that differ in ``rescore``, go in separate batches;
+    each request still gets exactly its own decisions, in its own order, and an error fails
+    only the requests of that batch.
+    """
+
+    def __init__(self, scorer: Scorer, max_orders: int = 256):
+        self.scorer = scorer
+        self.max_orders = max_orders
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def submit(
+        self, orders: pd.DataFrame, rescore: bool
+    ) -> tuple[list[dict[str, Any]], list[bool]]:
+        """What ``Scorer.score(orders, rescore)`` returns, scored in the next free batch."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="scorer", daemon=True)
+                self._thread.start()
+        fut: Future = Future()
+        self._queue.put((orders, rescore, fut))
+        return fut.result()
+
+    def stop(self) -> None:
+        """Finish what is queued, then stop the scoring thread."""
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        backlog: deque = deque()
+        while True:
+            if backlog:
+                first = backlog.popleft()
+            elif self._stopping:
+                return
+            else:
+                first = self._queue.get()
+                if first is None:
+                    return
+            batch = [first]
+            ids = set(first[0]["order_id"])
+            n = len(first[0])
+            while n < self.max_orders:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._stopping = True
+                    break
+                new = set(item[0]["order_id"])
+                if item[1] != first[1] or ids & new:
+                    backlog.append(item)
+                    continue
+                batch.append(item)
+                ids |= new
+                n += len(item[0])
+            self._run(batch)
+
+    def _run(self, batch: list[tuple[pd.DataFrame, bool, Future]]) -> None:
+        try:
+            frames = [b[0] for b in batch]
+            merged = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            records, replayed = self.scorer.score(merged, rescore=batch[0][1])
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting requests
+            for _, _, fut in batch:
+                fut.set_exception(exc)
+            return
+        k = 0
+        for orders, _, fut in batch:
+            fut.set_result((records[k : k + len(orders)], replayed[k : k + len(orders)]))
+            k += len(orders)
+
+
 class Scorer:
     """Turns validated orders into recorded decisions."""
 
@@ -187,6 +275,7 @@ class Scorer:
         self.secret = secret
         self.reasons_k = reasons_k
         self.base = S.solve_base(policy.sampling)
+        self.coalescer = Coalescer(self)
 
     def score(
         self, orders: pd.DataFrame, rescore: bool = False

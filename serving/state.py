@@ -151,4 +151,5 @@ class ServiceState:
     def close(self) -> None:
         """Stop background work and close connections."""
         self.cache.stop()
+        self.scorer.coalescer.stop()
         self.engine.dispose()

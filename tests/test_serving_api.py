@@ -232,3 +232,43 @@ def test_reload_refuses_a_broken_model_and_keeps_serving(service):
         pkl.write_bytes(good)
     r = client.post("/v1/admin/reload", headers=auth(keys["admin"]))
     assert r.status_code == 200 and r.json()["serving"] == f"repairqc-risk/{before}"
+
+
+def test_coalescer_batches_concurrent_requests_and_returns_each_its_own_decisions():
+    """Small concurrent requests share a scoring call; ids never repeat within one call."""
+    import threading
+    import time as _time
+
+    import pandas as pd
+
+    from serving.engine import Coalescer
+
+    calls: list[list[str]] = []
+    gate = threading.Event()
+
+    class FakeScorer:
+        def score(self, orders, rescore=False):
+            gate.wait(5)  # the first call holds the thread until everything has queued
+            calls.append(list(orders["order_id"]))
+            if "BAD" in calls[-1]:
+                raise RuntimeError("boom")
+            return [{"order_id": i, "rescore": rescore} for i in orders["order_id"]], [False] * len(
+                orders
+            )
+
+    co = Coalescer(FakeScorer())
+    frames = [pd.DataFrame({"order_id": [f"A{i}", f"B{i}"]}) for i in range(8)]
+    frames.append(pd.DataFrame({"order_id": ["A0"]}))  # same id as another request
+    with ThreadPoolExecutor(len(frames)) as ex:
+        futs = [ex.submit(co.submit, f, False) for f in frames]
+        _time.sleep(0.3)
+        gate.set()
+        results = [f.result(timeout=10) for f in futs]
+    for f, (records, replayed) in zip(frames, results, strict=True):
+        assert [r["order_id"] for r in records] == list(f["order_id"])
+        assert replayed == [False] * len(f)
+    assert len(calls) < len(frames)
+    assert all(len(set(c)) == len(c) for c in calls)
+    with pytest.raises(RuntimeError, match="boom"):
+        co.submit(pd.DataFrame({"order_id": ["BAD"]}), False)
+    co.stop()

@@ -26,6 +26,10 @@ from serving.store.db import frame_rows
 
 router = APIRouter()
 
+#: Requests of at most this many orders go through the scorer's coalescer (big batches are
+#: already batches; they are scored on their own request thread).
+COALESCE_MAX_ORDERS = 32
+
 
 def _errors(raw: list[dict[str, Any]], table: Table) -> tuple[pd.DataFrame, list[Rejected]]:
     """Validate rows of a contract table; typed valid rows and the rejected ones."""
@@ -125,7 +129,10 @@ def score(
         state.cache.add(orders.iloc[:0], side_changed=True)
     if not len(orders):
         return _json({"decisions": [], "rejected": [r.model_dump() for r in rejected]})
-    records, replayed = state.scorer.score(orders, rescore=rescore)
+    if len(orders) <= COALESCE_MAX_ORDERS:  # scored together with concurrent small requests
+        records, replayed = state.scorer.coalescer.submit(orders, rescore)
+    else:
+        records, replayed = state.scorer.score(orders, rescore=rescore)
     m = state.metrics
     for d, again in zip(records, replayed, strict=True):
         if again:
