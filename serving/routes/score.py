@@ -34,16 +34,19 @@ COALESCE_MAX_ORDERS = 32
 def _errors(raw: list[dict[str, Any]], table: Table) -> tuple[pd.DataFrame, list[Rejected]]:
     """Validate rows of a contract table; typed valid rows and the rejected ones."""
     res = validate_records(raw, table)  # record-wise for a few orders, else vectorised
+    q = res.quarantine
     bad: dict[int, list[str]] = {
-        int(r[SOURCE_ROW]): str(r[REASON]).split(";")
-        for r in res.quarantine[[SOURCE_ROW, REASON]].to_dict("records")
+        int(i): str(r).split(";")
+        for i, r in zip(q[SOURCE_ROW].tolist(), q[REASON].tolist(), strict=True)
     }
     valid = res.valid
     if table is ORDERS:
-        not_done = (valid["status"] != "completed").fillna(True).to_numpy(dtype=bool)
-        for i in valid.loc[not_done, SOURCE_ROW]:
-            bad.setdefault(int(i), []).append("status:not_completed")
-        valid = valid[~not_done]
+        status = valid["status"].to_numpy(dtype=object, na_value=None)
+        not_done = status != "completed"
+        if not_done.any():
+            for i in valid.loc[not_done, SOURCE_ROW]:
+                bad.setdefault(int(i), []).append("status:not_completed")
+            valid = valid[~not_done]
     rejected = []
     for i, errs in sorted(bad.items()):
         key = raw[i].get(table.key)
