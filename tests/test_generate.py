@@ -285,3 +285,21 @@ def test_passes_contract_validation(medium_files: Path) -> None:
     result = validation.validate_orders(raw, techs)
     assert len(result.quarantine) == 0, result.quarantine.head().to_dict()
     assert len(result.valid) == len(raw)
+
+
+def test_rework_drift_raises_the_failure_rate_over_time() -> None:
+    flat = simulate(seed=5, units=1500, months=6)
+    drift = simulate(seed=5, units=1500, months=6, config=SimulationConfig(rework_drift=1.5))
+
+    def halves(res: object) -> tuple[float, float]:
+        o = res.orders.set_index("order_id")
+        g = res.ground_truth.set_index("order_id")
+        t = pd.to_datetime(o["reported_at"]).reindex(g.index)
+        late = (t > t.median()).to_numpy()
+        return float(g["p_fail"][~late].mean()), float(g["p_fail"][late].mean())
+
+    f_early, f_late = halves(flat)
+    d_early, d_late = halves(drift)
+    assert SimulationConfig().rework_drift == 0.0
+    assert d_late / f_late > 1.6  # about e^1.5 x at the end, ~e^1.1 x on the later half
+    assert 1.0 < d_early / f_early < d_late / f_late
