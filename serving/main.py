@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.config import Settings
 from serving.observability import Metrics, configure_logging
@@ -28,6 +29,38 @@ Authentication: `Authorization: Bearer <API key>` (create keys with `repairqc ke
 --role system|quality|admin`). Roles: **system** scores; **quality** records outcomes and reads
 decisions; **admin** reloads the model and reads the policy, and may do everything.
 """
+
+
+class _Observe:
+    """Request latency per route, method and status (a plain ASGI middleware).
+
+    Not ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` runs the app in an
+    extra task and re-streams the response, ~0.5 ms per request at 16 connections.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            scope["app"].state.metrics.latency.labels(path, scope["method"], str(status)).observe(
+                time.perf_counter() - t0
+            )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,16 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = None
     app.state.metrics = Metrics()
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette hook
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        request.app.state.metrics.latency.labels(
-            path, request.method, str(response.status_code)
-        ).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(_Observe)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:

@@ -272,3 +272,12 @@ def test_coalescer_batches_concurrent_requests_and_returns_each_its_own_decision
     with pytest.raises(RuntimeError, match="boom"):
         co.submit(pd.DataFrame({"order_id": ["BAD"]}), False)
     co.stop()
+
+
+def test_request_latency_is_labelled_by_route_and_status(service):
+    client, *_ = service
+    client.get("/health")
+    client.get("/no-such-page")
+    text = client.get("/metrics").text
+    assert 'repairqc_request_seconds_count{method="GET",route="/health",status="200"}' in text
+    assert 'route="unmatched",status="404"' in text
