@@ -5,6 +5,7 @@ Run with ``repairqc serve`` (uvicorn). Tests build apps with their own settings.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -74,6 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = ServiceState(settings)
         app.state.service = state
         app.state.metrics = state.metrics
+        # The model, history and imports are long-lived: move them out of the cyclic GC's
+        # generations so that the collections triggered by request garbage do not rescan
+        # them (10k-order batch in-process: ~6,700 -> ~8,200 orders/s).
+        gc.collect()
+        gc.freeze()
         yield
         app.state.service = None
         state.close()
