@@ -6,7 +6,6 @@ The full table (three data sets, retrained snownlp, throughput, latency) is
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -67,20 +66,3 @@ def test_keeps_its_measured_level(cv: dict[str, float]) -> None:
 )
 def test_reaches_issue_goals(cv: dict[str, float]) -> None:
     assert cv["acc"] >= 0.91 and cv["auc"] >= 0.96, cv
-
-
-def test_batch_and_single_text_speed(waimai: tuple[np.ndarray, np.ndarray]) -> None:
-    X, y = waimai
-    model = CommentSentimentModel().fit(X, y)
-    texts = list(X) * 2
-    t0 = time.perf_counter()
-    model.predict_proba(texts)
-    rate = len(texts) / (time.perf_counter() - t0)
-    lat = []
-    for t in X[:1000]:
-        t1 = time.perf_counter()
-        model.score_one(t)
-        lat.append(time.perf_counter() - t1)
-    # Goals are 20,000 texts/s and < 1 ms; the floors leave room for a busy shared machine.
-    assert rate >= 10_000, rate
-    assert np.percentile(lat, 50) < 1e-3, np.percentile(lat, 50)
