@@ -50,6 +50,9 @@ PROBLEMS: dict[str, str] = {
     "self_reference": "`parent_order_id` names the order itself",
 }
 
+#: Statuses of an order that is not finished: it may not carry a completion time yet.
+_OPEN_STATUSES = ("open", "dispatched", "in_progress")
+
 SOURCE_ROW = "source_row"
 REASON = "reason"
 
@@ -293,7 +296,7 @@ def _lifecycle_problems(typed: pd.DataFrame) -> list[tuple[str, str, np.ndarray]
     if "status" in typed and "completed_at" in typed:
         m = (typed["status"] == "completed").fillna(False) & typed["completed_at"].isna()
         out.append(("completed_at", "missing_for_completed", m.to_numpy(dtype=bool)))
-        still_open = typed["status"].isin(["open", "dispatched", "in_progress"]).fillna(False)
+        still_open = typed["status"].isin(_OPEN_STATUSES).fillna(False)
         m = still_open & typed["completed_at"].notna()
         out.append(("completed_at", "present_while_open", m.to_numpy(dtype=bool)))
     return out
@@ -514,7 +517,6 @@ _FAST_DTYPES = {
     "int": "Int64",
     "float": "float64",
 }
-_OPEN_STATUSES = ("open", "dispatched", "in_progress")
 #: An empty quarantine frame per table, copied (building one costs ~0.3 ms).
 _EMPTY_QUARANTINE: dict[str, pd.DataFrame] = {}
 
