@@ -307,9 +307,7 @@ def kpi_report(
     kpis["overall"] = _values(cur_all)
     fractions["overall"] = _fractions(cur_all)
     previous["overall"] = _values(prev_all)
-    changes["overall"] = {
-        k: _change(kpis["overall"][k], previous["overall"][k]) for k in KPI_NAMES
-    }
+    changes["overall"] = {k: _change(kpis["overall"][k], previous["overall"][k]) for k in KPI_NAMES}
     for g in GROUPS:
         key = f"by_{g}"
         tab = kpi_fractions(cur, g)

@@ -282,6 +282,72 @@ def register_cmd(
     typer.echo(f"{d['name']} v{d['version']}: {state}; " + "; ".join(d["reasons"]))
 
 
+@app.command("report")
+def report_cmd(
+    start: Annotated[
+        str, typer.Option("--from", help="First day of the period (YYYY-MM-DD, reported_at).")
+    ],
+    end: Annotated[str, typer.Option("--to", help="Last day of the period (inclusive).")],
+    out: Annotated[
+        list[Path],
+        typer.Option("--out", help="report.json or report.html (repeat to write both)."),
+    ],
+    community: Annotated[
+        str | None, typer.Option("--community", help="Only this community_id.")
+    ] = None,
+    orders: Annotated[
+        Path | None,
+        typer.Option("--orders", help="Orders contract file (default: the service's store)."),
+    ] = None,
+    technicians: Annotated[
+        Path | None, typer.Option("--technicians", help="Technicians file (for teams).")
+    ] = None,
+    units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
+    params: Annotated[
+        Path, typer.Option("--params", help="params.yaml with the kpi: and label: blocks.")
+    ] = Path("params.yaml"),
+    encoding: Annotated[
+        str | None,
+        typer.Option("--encoding", help="Force a CSV encoding (default: UTF-8/BOM, then GBK)."),
+    ] = None,
+) -> None:
+    """Improvement report: the five KPIs (overall and by group) vs the previous period."""
+    from models.validation import ContractError
+    from pipelines.io import UnreadableFileError
+    from pipelines.report import SourceUnavailableError, build_report, write_report
+
+    try:
+        for o in out:
+            if o.suffix.lower() not in (".json", ".html", ".htm"):
+                _fail(f"--out must end in .json or .html, got {o.name!r}")
+        report = build_report(
+            start,
+            end,
+            orders=orders,
+            technicians=technicians,
+            units=units,
+            community=community,
+            params_path=params,
+            encoding=encoding,
+        )
+        for o in out:
+            write_report(report, o)
+    except (
+        SourceUnavailableError,
+        ContractError,
+        UnreadableFileError,
+        ValueError,
+        FileNotFoundError,
+    ) as e:
+        _fail(str(e))
+    k = report["kpis"]["overall"]
+    typer.echo(
+        "  ".join(f"{name} {'-' if v is None else f'{v:.1%}'}" for name, v in k.items())
+        + f"  ({report['counts']['current']['orders']} orders) -> "
+        + ", ".join(map(str, out))
+    )
+
+
 @app.command("serve")
 def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",

@@ -1,0 +1,261 @@
+"""Improvement report (改进报告), first slice: the five KPIs from contract files.
+
+``repairqc report --from D --to D [--community C] [--orders F --technicians F --units F]
+--out report.json|report.html``. Contract files are validated with ``models.validation`` first;
+quarantined rows are counted in the report (``counts.quarantined``) and never used. Without
+files the report would come from the scoring service's store, which is not wired yet: the
+command says so and exits.
+
+The KPI definitions live in ``models.kpis``; this module only reads files and params, calls it,
+and writes JSON or a self-contained Chinese HTML page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+from dataclasses import fields
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from models.kpis import GROUPS, KPI_NAMES, KPI_ZH, KpiConfig, kpi_report, order_flags
+from models.schemas import CATEGORY_ZH, TECHNICIANS, TIMEZONE, UNITS
+from models.validation import validate_orders, validate_table
+from pipelines.io import read_raw_table
+from pipelines.label import label_config
+from pipelines.params import section
+
+log = logging.getLogger(__name__)
+
+
+class SourceUnavailableError(RuntimeError):
+    """No contract files were given and the service-store source is not implemented yet."""
+
+
+STORE_UNAVAILABLE = (
+    "reading the report's orders from the scoring service's store is not available yet; "
+    "pass the contract files with --orders (and optionally --technicians, --units)"
+)
+
+
+def kpi_config(params_path: str | Path) -> KpiConfig:
+    """Build the KPI configuration from ``params.yaml: kpi`` (unknown keys are an error)."""
+    block = section(params_path, "kpi")
+    known = {f.name for f in fields(KpiConfig)}
+    unknown = sorted(set(block) - known)
+    if unknown:
+        raise ValueError(f"params.yaml kpi: unknown key(s) {unknown}; known: {sorted(known)}")
+    kw: dict[str, Any] = {}
+    for k, v in block.items():
+        if k.endswith("_sla_hours"):
+            kw[k] = {str(p): float(h) for p, h in dict(v).items()}
+        else:
+            kw[k] = v
+    return KpiConfig(**kw)
+
+
+def parse_day(text: str, option: str) -> pd.Timestamp:
+    """A ``YYYY-MM-DD`` date as local midnight (Asia/Shanghai)."""
+    try:
+        d = date.fromisoformat(str(text).strip())
+    except ValueError as e:
+        raise ValueError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from e
+    return pd.Timestamp(d).tz_localize(TIMEZONE)
+
+
+def period(start: str, end: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``--from``/``--to`` (inclusive dates) as the half-open interval ``[from, to + 1 day)``."""
+    t0 = parse_day(start, "--from")
+    t1 = parse_day(end, "--to") + pd.Timedelta(days=1)
+    if t1 <= t0:
+        raise ValueError("--to must not be before --from")
+    return t0, t1
+
+
+def load_contract(
+    orders: Path,
+    technicians: Path | None = None,
+    units: Path | None = None,
+    encoding: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, int]]:
+    """Validate the contract files; return valid orders, valid technicians, quarantine counts."""
+    quarantined: dict[str, int] = {}
+    techs = None
+    if technicians is not None:
+        raw, bad = read_raw_table(technicians, encoding)
+        res = validate_table(raw, TECHNICIANS, bad_rows=bad)
+        techs = res.valid
+        quarantined["technicians"] = int(res.stats["quarantined_rows"])
+    if units is not None:
+        raw, bad = read_raw_table(units, encoding)
+        quarantined["units"] = int(
+            validate_table(raw, UNITS, bad_rows=bad).stats["quarantined_rows"]
+        )
+    raw, bad = read_raw_table(orders, encoding)
+    res = validate_orders(raw, techs, bad_rows=bad)
+    quarantined["orders"] = int(res.stats["quarantined_rows"])
+    for table, n in quarantined.items():
+        if n:
+            log.warning("%s: %d rows quarantined by validation, not used in the report", table, n)
+    return res.valid, techs, quarantined
+
+
+def build_report(
+    start: str,
+    end: str,
+    *,
+    orders: Path | None = None,
+    technicians: Path | None = None,
+    units: Path | None = None,
+    community: str | None = None,
+    params_path: str | Path = "params.yaml",
+    encoding: str | None = None,
+) -> dict[str, Any]:
+    """The report as a JSON-ready dict (see ``models.kpis.kpi_report`` for the KPI part)."""
+    t0, t1 = period(start, end)
+    if orders is None:
+        raise SourceUnavailableError(STORE_UNAVAILABLE)
+    config = kpi_config(params_path)
+    valid, techs, quarantined = load_contract(orders, technicians, units, encoding)
+    if community is not None and community not in set(valid["community_id"].astype(str)):
+        raise ValueError(f"--community {community!r}: no valid order of that community")
+    flags = order_flags(valid, config, label_config(params_path), techs)
+    report = kpi_report(flags, valid["status"], t0, t1, community=community)
+    report["counts"]["quarantined"] = quarantined
+    report["source"] = {
+        "orders": str(orders),
+        "technicians": None if technicians is None else str(technicians),
+        "units": None if units is None else str(units),
+        "data_end": valid["reported_at"].max().isoformat() if len(valid) else None,
+    }
+    report["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return report
+
+
+# --------------------------------------------------------------------------- HTML
+
+_GROUP_ZH = {
+    "community": "按项目/小区",
+    "category": "按报修分类",
+    "team": "按班组",
+    "technician": "按维修人员",
+    "month": "按月份",
+}
+_CSS = """
+body{font-family:"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",sans-serif;margin:2em;
+color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}
+.up{color:#1a7f37}.down{color:#c62828}.muted{color:#888}
+td.bar{background-repeat:no-repeat}
+"""
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
+
+
+def _delta(v: float | None) -> str:
+    if v is None:
+        return '<span class="muted">—</span>'
+    cls = "up" if v > 0 else "down" if v < 0 else "muted"
+    return f'<span class="{cls}">{v * 100:+.1f} 个百分点</span>'
+
+
+def _bar_cell(v: float | None) -> str:
+    if v is None:
+        return '<td class="muted">—</td>'
+    w = max(0.0, min(1.0, v)) * 100
+    style = f"background-image:linear-gradient(to right,#cfe3f7 {w:.1f}%,transparent {w:.1f}%)"
+    return f'<td class="bar" style="{style}">{_pct(v)}</td>'
+
+
+def _group_label(group: str, key: str) -> str:
+    if group == "category":
+        return f"{CATEGORY_ZH.get(key, key)} ({key})"
+    return key
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-contained Chinese page (no external assets) with the KPI tables."""
+    e = html.escape
+    kp, fr = report["kpis"], report["fractions"]
+    prev, ch = report["previous"], report["changes"]
+    p, pp = report["period"], report["previous_period"]
+    title = "维修服务质量改进报告"
+    if report.get("community"):
+        title += f" — {report['community']}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="zh-CN"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p>统计期间（按报修时间）：{e(p['from'][:10])} 至 {e(_last_day(p['to']))}；"
+        f"对比上期：{e(pp['from'][:10])} 至 {e(_last_day(pp['to']))}。</p>",
+    ]
+    c = report["counts"]["current"]
+    q = report["counts"].get("quarantined", {})
+    parts.append(
+        f"<p>本期工单 {c['orders']} 单（取消 {c['cancelled']}，完工 {c['completed']}，"
+        f"有评价 {c['rated']}，返修观察期已结束 {c['rework_window_closed']}）。"
+        f"校验隔离未使用的行：" + "，".join(f"{e(t)} {n}" for t, n in q.items()) + "。</p>"
+    )
+    parts.append("<h2>五项指标</h2><table><tr><th class='l'>指标</th><th class='l'>定义</th>")
+    parts.append("<th>本期</th><th>分子/分母</th><th>上期</th><th>变化</th></tr>")
+    for k in KPI_NAMES:
+        f = fr["overall"][k]
+        parts.append(
+            f"<tr><td class='l'>{e(KPI_ZH[k])}<br><span class='muted'>{e(k)}</span></td>"
+            f"<td class='l'>{e(report['definitions'][k]['definition'])}</td>"
+            f"{_bar_cell(kp['overall'][k])}<td>{f['numerator']}/{f['denominator']}</td>"
+            f"<td>{_pct(prev['overall'][k])}</td><td>{_delta(ch['overall'][k])}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(
+        "<p class='muted'>分母为 0 的组显示“—”。一次维修合格率只统计返修观察期已结束的完工单，"
+        "近期工单的观察期尚未结束，不计入。</p>"
+    )
+    for g in GROUPS:
+        key = f"by_{g}"
+        rows = kp.get(key, {})
+        if not rows:
+            continue
+        parts.append(f"<h2>{e(_GROUP_ZH[g])}</h2><table><tr><th class='l'>{e(g)}</th>")
+        parts.append("".join(f"<th>{e(KPI_ZH[k])}</th>" for k in KPI_NAMES))
+        if key in ch:
+            parts.append("".join(f"<th>{e(KPI_ZH[k])} 变化</th>" for k in KPI_NAMES))
+        parts.append("<th>工单数</th></tr>")
+        for gk, vals in rows.items():
+            n = fr[key][gk]["completion_rate"]["denominator"]
+            cells = "".join(_bar_cell(vals[k]) for k in KPI_NAMES)
+            if key in ch:
+                cells += "".join(f"<td>{_delta(ch[key][gk][k])}</td>" for k in KPI_NAMES)
+            parts.append(f"<tr><td class='l'>{e(_group_label(g, gk))}</td>{cells}<td>{n}</td></tr>")
+        parts.append("</table>")
+    parts.append(f"<p class='muted'>生成时间 {e(str(report.get('generated_at', '')))}</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _last_day(exclusive_end_iso: str) -> str:
+    return (pd.Timestamp(exclusive_end_iso) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """Write ``report`` as JSON (``.json``) or HTML (``.html``/``.htm``) by the file's suffix."""
+    suffix = out.suffix.lower()
+    if suffix not in (".json", ".html", ".htm"):
+        raise ValueError(f"--out must end in .json or .html, got {out.name!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".json":
+        text = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    else:
+        text = render_html(report)
+    out.write_text(text, encoding="utf-8")
