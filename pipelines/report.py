@@ -17,7 +17,7 @@ import json
 import logging
 import math
 from dataclasses import fields
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,6 @@ def build_report(
         "units": None if units is None else str(units),
         "data_end": valid["reported_at"].max().isoformat() if len(valid) else None,
     }
-    report["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return report
 
 
@@ -239,7 +238,7 @@ def render_html(report: dict[str, Any]) -> str:
                 cells += "".join(f"<td>{_delta(ch[key][gk][k])}</td>" for k in KPI_NAMES)
             parts.append(f"<tr><td class='l'>{e(_group_label(g, gk))}</td>{cells}<td>{n}</td></tr>")
         parts.append("</table>")
-    parts.append(f"<p class='muted'>生成时间 {e(str(report.get('generated_at', '')))}</p>")
+    parts.append(f"<p class='muted'>数据截至 {e(str(report['source'].get('data_end') or '—'))}</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
