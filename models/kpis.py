@@ -65,6 +65,19 @@ KPI_DEFINITIONS: dict[str, str] = {
     "satisfaction_rate": "ratings 4-5 / all ratings (unrated orders excluded)",
 }
 
+#: The same definitions in Chinese, for the HTML report.
+KPI_DEFINITIONS_ZH: dict[str, str] = {
+    "response_timeliness": (
+        "未取消工单中，自报修时间起在该紧急程度上门时限内上门的比例（超过时限仍未上门计为不及时）"
+    ),
+    "dispatch_timeliness": (
+        "未取消工单中，自报修时间起在该紧急程度派工时限内派工的比例（超过时限仍未派工计为不及时）"
+    ),
+    "completion_rate": "已完工工单数 / 未取消工单数",
+    "first_time_fix_rate": "返修观察期已结束的完工单中未发生返修的比例（观察期未结束的不计入）",
+    "satisfaction_rate": "回访评价 4–5 分的单数 / 有评价的单数（未评价的不计入）",
+}
+
 #: Grouping keys of the breakdowns (``by_<key>`` in the report).
 GROUPS: tuple[str, ...] = ("community", "category", "team", "technician", "month")
 _GROUP_COLUMN = {
@@ -327,7 +340,12 @@ def kpi_report(
         "previous_period": {"from": prev_start.isoformat(), "to": prev_end.isoformat()},
         "community": community,
         "definitions": {
-            k: {"name_zh": KPI_ZH[k], "definition": KPI_DEFINITIONS[k]} for k in KPI_NAMES
+            k: {
+                "name_zh": KPI_ZH[k],
+                "definition": KPI_DEFINITIONS[k],
+                "definition_zh": KPI_DEFINITIONS_ZH[k],
+            }
+            for k in KPI_NAMES
         },
         "counts": {"current": _counts(cur, status), "previous": _counts(prev, status)},
         "kpis": kpis,

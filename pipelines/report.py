@@ -212,7 +212,7 @@ def render_html(report: dict[str, Any]) -> str:
         f = fr["overall"][k]
         parts.append(
             f"<tr><td class='l'>{e(KPI_ZH[k])}<br><span class='muted'>{e(k)}</span></td>"
-            f"<td class='l'>{e(report['definitions'][k]['definition'])}</td>"
+            f"<td class='l'>{e(report['definitions'][k]['definition_zh'])}</td>"
             f"{_bar_cell(kp['overall'][k])}<td>{f['numerator']}/{f['denominator']}</td>"
             f"<td>{_pct(prev['overall'][k])}</td><td>{_delta(ch['overall'][k])}</td></tr>"
         )
