@@ -275,6 +275,26 @@ def period_bounds(start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.Timestamp,
     return start - (end - start), start
 
 
+def kpi_trend(
+    flags: pd.DataFrame, end: pd.Timestamp, months: int = 12, *, community: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Monthly KPI values of the ``months`` calendar months up to the one holding ``end``.
+
+    Only orders reported before ``end`` count, so the last month may be partial. Returns
+    ``{"YYYY-MM": {<kpi>: float | None, "orders": int}}`` in month order.
+    """
+    if community is not None:
+        flags = flags[flags["community_id"] == community]
+    last = (end - pd.Timedelta(nanoseconds=1)).tz_convert(TIMEZONE)
+    first = (last.tz_localize(None).to_period("M") - (months - 1)).start_time.tz_localize(TIMEZONE)
+    sel = flags[(flags["reported_at"] >= first) & (flags["reported_at"] < end)]
+    tab = kpi_fractions(sel, "month")
+    return {
+        str(m): {**_values(r), "orders": int(len(sel[sel["month"] == m]))}
+        for m, r in tab.iterrows()
+    }
+
+
 def kpi_report(
     flags: pd.DataFrame,
     status: pd.Series,
@@ -282,6 +302,7 @@ def kpi_report(
     end: pd.Timestamp,
     *,
     community: str | None = None,
+    trend_months: int = 12,
 ) -> dict[str, Any]:
     """The KPI section of the improvement report for orders reported in ``[start, end)``.
 
@@ -295,13 +316,15 @@ def kpi_report(
         Timezone-aware bounds; the previous period is ``[start - (end - start), start)``.
     community
         Restrict to one community (the flags are still computed on the whole history).
+    trend_months
+        Calendar months of the monthly ``trend`` (see :func:`kpi_trend`; 0: none).
 
     Returns
     -------
     A JSON-ready dict: ``period``, ``previous_period``, ``definitions``, ``counts`` (current and
     previous), ``kpis`` (``overall`` and ``by_<group>``: KPI → float or None), ``fractions`` (same
     shape, numerator and denominator), ``previous`` (``overall`` and ``by_community``) and
-    ``changes`` (current minus previous, same shape as ``previous``).
+    ``changes`` (current minus previous, same shape as ``previous``) and ``trend``.
     """
     prev_start, prev_end = period_bounds(start, end)
     if community is not None:
@@ -352,4 +375,5 @@ def kpi_report(
         "fractions": fractions,
         "previous": previous,
         "changes": changes,
+        "trend": kpi_trend(flags, end, trend_months) if trend_months > 0 else {},
     }

@@ -182,6 +182,43 @@ def _group_label(group: str, key: str) -> str:
     return key
 
 
+def _trend_svg(points: list[tuple[str, float | None]]) -> str:
+    """An inline SVG line chart of one KPI's monthly values (no external assets)."""
+    w, h, pad = 360, 150, 30
+    vals = [v for _, v in points if v is not None]
+    if not vals:
+        return '<p class="muted">无数据</p>'
+    lo = max(0.0, math.floor(min(vals) * 10) / 10 - 0.05)
+    hi = 1.0
+    n = len(points)
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        x = pad + (w - 2 * pad) * (i / (n - 1) if n > 1 else 0.5)
+        y = h - pad - (h - 2 * pad) * (v - lo) / (hi - lo)
+        return x, y
+
+    coords = [(xy(i, v), v, m) for i, (m, v) in enumerate(points) if v is not None]
+    line = " ".join(f"{x:.1f},{y:.1f}" for (x, y), _, _ in coords)
+    dots = "".join(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#1f6feb"><title>{html.escape(m)}: '
+        f"{_pct(v)}</title></circle>"
+        for (x, y), v, m in coords
+    )
+    axis = (
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>'
+        f'<text x="2" y="{pad + 4}" font-size="10">{_pct(hi)}</text>'
+        f'<text x="2" y="{h - pad + 4}" font-size="10">{_pct(lo)}</text>'
+        f'<text x="{pad}" y="{h - 8}" font-size="10">{html.escape(points[0][0])}</text>'
+        f'<text x="{w - pad}" y="{h - 8}" font-size="10" text-anchor="end">'
+        f"{html.escape(points[-1][0])}</text>"
+    )
+    return (
+        f'<svg width="{w}" height="{h}" role="img">'
+        f'{axis}<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{line}"/>'
+        f"{dots}</svg>"
+    )
+
+
 def render_html(report: dict[str, Any]) -> str:
     """A self-contained Chinese page (no external assets) with the KPI tables."""
     e = html.escape
@@ -221,6 +258,15 @@ def render_html(report: dict[str, Any]) -> str:
         "<p class='muted'>分母为 0 的组显示“—”。一次维修合格率只统计返修观察期已结束的完工单，"
         "近期工单的观察期尚未结束，不计入。</p>"
     )
+    trend = report.get("trend") or {}
+    if trend:
+        parts.append("<h2>月度趋势</h2><div style='display:flex;flex-wrap:wrap;gap:1em'>")
+        for k in KPI_NAMES:
+            pts = [(m, v[k]) for m, v in trend.items()]
+            parts.append(
+                f"<figure><figcaption>{e(KPI_ZH[k])}</figcaption>{_trend_svg(pts)}</figure>"
+            )
+        parts.append("</div>")
     for g in GROUPS:
         key = f"by_{g}"
         rows = kp.get(key, {})

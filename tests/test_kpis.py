@@ -178,6 +178,8 @@ def test_period_is_assigned_by_reported_at_in_local_time_and_change_vs_previous(
         "denominator": 2,
     }
     assert list(rep["kpis"]["by_month"]) == ["2024-02"]
+    assert list(rep["trend"]) == ["2024-01", "2024-02"]
+    assert rep["trend"]["2024-02"]["orders"] == 2
     # windows still open in February: no first-time-fix value, never 0 or 1
     assert k["first_time_fix_rate"] is None
     assert rep["changes"]["overall"]["first_time_fix_rate"] is None
@@ -266,6 +268,7 @@ def test_report_cli_writes_json_and_html(tmp_path):
         assert g in rep["kpis"]
     page = out_html.read_text(encoding="utf-8")
     assert "报修及时率" in page and "一次维修合格率" in page and "C02" in page
+    assert "<svg" in page  # monthly trend charts, inline
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
     r = CliRunner().invoke(
