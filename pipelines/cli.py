@@ -297,7 +297,10 @@ def report_cmd(
     ] = None,
     orders: Annotated[
         Path | None,
-        typer.Option("--orders", help="Orders contract file (default: the service's store)."),
+        typer.Option(
+            "--orders",
+            help="Orders contract file (default: the service's store, REPAIRQC_DATABASE_URL).",
+        ),
     ] = None,
     technicians: Annotated[
         Path | None, typer.Option("--technicians", help="Technicians file (for teams).")

@@ -3,8 +3,9 @@
 ``repairqc report --from D --to D [--community C] [--orders F --technicians F --units F]
 --out report.json|report.html``. Contract files are validated with ``models.validation`` first;
 quarantined rows are counted in the report (``counts.quarantined``) and never used. Without
-files the report would come from the scoring service's store, which is not wired yet: the
-command says so and exits.
+files the orders and technicians come from the scoring service's audit store
+(``REPAIRQC_DATABASE_URL``; orders there were validated by the API on the way in); a missing or
+empty store is a clear error.
 
 The KPI definitions live in ``models.kpis``; this module only reads files and params, calls it,
 and writes JSON or a self-contained Chinese HTML page.
@@ -34,13 +35,37 @@ log = logging.getLogger(__name__)
 
 
 class SourceUnavailableError(RuntimeError):
-    """No contract files were given and the service-store source is not implemented yet."""
+    """No contract files were given and the service's store has no orders to report on."""
 
 
-STORE_UNAVAILABLE = (
-    "reading the report's orders from the scoring service's store is not available yet; "
-    "pass the contract files with --orders (and optionally --technicians, --units)"
-)
+def load_store() -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, int], str]:
+    """Orders and technicians of the scoring service's audit store (read only).
+
+    Returns the typed orders, technicians (or None), the quarantine counts (empty: the API
+    validated the orders on the way in) and the store's URL without its password.
+    """
+    import sqlalchemy as sa
+
+    from pipelines.serve import _settings
+    from serving.store.db import Store, make_engine
+
+    url = _settings(dev_mode=True).database_url
+    shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+    hint = "; pass the contract files with --orders (and --technicians, --units)"
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if not path or path == ":memory:" or not Path(path).exists():
+            raise SourceUnavailableError(f"the service's store {shown} does not exist{hint}")
+    engine = make_engine(url)
+    try:
+        if not sa.inspect(engine).has_table("orders"):
+            raise SourceUnavailableError(f"the service's store {shown} has no orders table{hint}")
+        store = Store(engine)
+        if store.order_count() == 0:
+            raise SourceUnavailableError(f"the service's store {shown} holds no orders{hint}")
+        return store.orders_frame(), store.side_frame("technicians"), {}, shown
+    finally:
+        engine.dispose()
 
 
 def kpi_config(params_path: str | Path) -> KpiConfig:
@@ -118,17 +143,20 @@ def build_report(
 ) -> dict[str, Any]:
     """The report as a JSON-ready dict (see ``models.kpis.kpi_report`` for the KPI part)."""
     t0, t1 = period(start, end)
-    if orders is None:
-        raise SourceUnavailableError(STORE_UNAVAILABLE)
     config = kpi_config(params_path)
-    valid, techs, quarantined = load_contract(orders, technicians, units, encoding)
+    if orders is None:
+        valid, techs, quarantined, store_url = load_store()
+    else:
+        valid, techs, quarantined = load_contract(orders, technicians, units, encoding)
+        store_url = None
     if community is not None and community not in set(valid["community_id"].astype(str)):
         raise ValueError(f"--community {community!r}: no valid order of that community")
     flags = order_flags(valid, config, label_config(params_path), techs)
     report = kpi_report(flags, valid["status"], t0, t1, community=community)
     report["counts"]["quarantined"] = quarantined
     report["source"] = {
-        "orders": str(orders),
+        "orders": str(orders) if orders is not None else None,
+        "store": store_url,
         "technicians": None if technicians is None else str(technicians),
         "units": None if units is None else str(units),
         "data_end": valid["reported_at"].max().isoformat() if len(valid) else None,

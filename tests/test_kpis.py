@@ -272,11 +272,6 @@ def test_report_cli_writes_json_and_html(tmp_path):
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
     r = CliRunner().invoke(
-        app, ["report", "--from", "2024-02-01", "--to", "2024-02-09", "--out", str(out_json)]
-    )
-    assert r.exit_code == 2
-    assert "not available yet" in r.output
-    r = CliRunner().invoke(
         app,
         [
             "report",
@@ -291,3 +286,41 @@ def test_report_cli_writes_json_and_html(tmp_path):
         ],
     )
     assert r.exit_code == 2 and ".json or .html" in r.output
+
+
+def test_report_without_files_reads_the_service_store(tmp_path, monkeypatch):
+    from models.schemas import ORDERS, TECHNICIANS
+    from serving.store import tables as T
+    from serving.store.db import Store, content_hash, frame_rows, make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("REPAIRQC_DATABASE_URL", url)
+    out = tmp_path / "report.json"
+    args = ["report", "--from", "2024-01-01", "--to", "2024-01-31", "--out", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "does not exist" in r.output and "--orders" in r.output
+    assert not (tmp_path / "store.db").exists()  # reading never creates a store
+
+    engine = make_engine(url)
+    upgrade(engine)
+    store = Store(engine)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "holds no orders" in r.output
+
+    orders = typed([order(1, 0, technician_id="T01"), order(2, 1, arrive_h=30, rating="2")])
+    rows = frame_rows(orders, ORDERS)
+    store.upsert_orders(rows, [content_hash(x) for x in rows])
+    techs = pd.DataFrame({"technician_id": ["T01"], "team": ["甲组"]})
+    for c in TECHNICIANS.names:
+        if c not in techs:
+            techs[c] = None
+    store.upsert_side(T.technicians, TECHNICIANS, frame_rows(techs, TECHNICIANS))
+    engine.dispose()
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(out.read_text(encoding="utf-8"))
+    assert rep["counts"]["current"]["orders"] == 2
+    assert rep["kpis"]["overall"]["response_timeliness"] == 0.5
+    assert rep["kpis"]["overall"]["satisfaction_rate"] == 0.5
+    assert "甲组" in rep["kpis"]["by_team"]
+    assert rep["source"]["store"].endswith("store.db")
