@@ -34,6 +34,13 @@ def _main(
     )
 
 
+#: The optional contract tables, spelled once for every command that reads them.
+TechniciansFile = Annotated[
+    Path | None, typer.Option("--technicians", help="Technicians file (optional).")
+]
+UnitsFile = Annotated[Path | None, typer.Option("--units", help="Units file (optional).")]
+
+
 def _fail(message: str) -> None:
     """Print a clear error and exit non-zero (no traceback for a user mistake)."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
@@ -66,10 +73,8 @@ def generate_cmd(
 def validate_cmd(
     orders: Annotated[Path, typer.Option("--orders", help="Orders file (CSV or Parquet).")],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
-    technicians: Annotated[
-        Path | None, typer.Option("--technicians", help="Technicians file (optional).")
-    ] = None,
-    units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
+    technicians: TechniciansFile = None,
+    units: UnitsFile = None,
     encoding: Annotated[
         str | None,
         typer.Option("--encoding", help="Force a CSV encoding (default: UTF-8/BOM, then GBK)."),
@@ -136,10 +141,8 @@ _SENTIMENT = typer.Option(
 def features_cmd(
     orders: Annotated[Path, typer.Option("--orders", help="Validated or labelled orders.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (features.parquet).")],
-    technicians: Annotated[
-        Path | None, typer.Option("--technicians", help="Technicians file (optional).")
-    ] = None,
-    units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
+    technicians: TechniciansFile = None,
+    units: UnitsFile = None,
     params: Annotated[Path, _PARAMS] = Path("params.yaml"),
     sentiment_model: Annotated[Path | None, _SENTIMENT] = None,
 ) -> None:
@@ -158,10 +161,8 @@ def train_cmd(
     model_dir: Annotated[
         Path, typer.Option("--model-dir", help="Where to write the MLflow model directory.")
     ],
-    technicians: Annotated[
-        Path | None, typer.Option("--technicians", help="Technicians file (optional).")
-    ] = None,
-    units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
+    technicians: TechniciansFile = None,
+    units: UnitsFile = None,
     until: Annotated[
         str | None,
         typer.Option("--until", help="Train on what was known before this time (default: all)."),
@@ -241,10 +242,8 @@ def score_cmd(
     end: Annotated[
         str | None, typer.Option("--to", help="... and before this time (default: no end).")
     ] = None,
-    technicians: Annotated[
-        Path | None, typer.Option("--technicians", help="Technicians file (optional).")
-    ] = None,
-    units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
+    technicians: TechniciansFile = None,
+    units: UnitsFile = None,
     reasons: Annotated[
         int, typer.Option("--reasons", help="How many top reasons per order (0: none).")
     ] = 3,
@@ -305,7 +304,7 @@ def report_cmd(
     technicians: Annotated[
         Path | None, typer.Option("--technicians", help="Technicians file (for teams).")
     ] = None,
-    units: Annotated[Path | None, typer.Option("--units", help="Units file (optional).")] = None,
+    units: UnitsFile = None,
     params: Annotated[
         Path, typer.Option("--params", help="params.yaml with the kpi: and label: blocks.")
     ] = Path("params.yaml"),
