@@ -39,6 +39,10 @@ TechniciansFile = Annotated[
     Path | None, typer.Option("--technicians", help="Technicians file (optional).")
 ]
 UnitsFile = Annotated[Path | None, typer.Option("--units", help="Units file (optional).")]
+CsvEncoding = Annotated[
+    str | None,
+    typer.Option("--encoding", help="Force a CSV encoding (default: UTF-8/BOM, then GBK)."),
+]
 
 
 def _fail(message: str) -> None:
@@ -75,10 +79,7 @@ def validate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
     technicians: TechniciansFile = None,
     units: UnitsFile = None,
-    encoding: Annotated[
-        str | None,
-        typer.Option("--encoding", help="Force a CSV encoding (default: UTF-8/BOM, then GBK)."),
-    ] = None,
+    encoding: CsvEncoding = None,
 ) -> None:
     """Validate contract files: typed orders.parquet plus quarantine.csv with reasons."""
     from models.validation import ContractError
@@ -308,10 +309,7 @@ def report_cmd(
     params: Annotated[
         Path, typer.Option("--params", help="params.yaml with the kpi: and label: blocks.")
     ] = Path("params.yaml"),
-    encoding: Annotated[
-        str | None,
-        typer.Option("--encoding", help="Force a CSV encoding (default: UTF-8/BOM, then GBK)."),
-    ] = None,
+    encoding: CsvEncoding = None,
 ) -> None:
     """Improvement report: the five KPIs (overall and by group) vs the previous period."""
     from models.validation import ContractError
