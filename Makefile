@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run pipeline test test-fast lint format docs bench lock clean
+.PHONY: help install run pipeline test test-fast browser lint format docs bench lock clean
 
 help: ## List every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -48,6 +48,10 @@ test: install ## Install if needed and run the whole test suite (incl. slow test
 
 test-fast: install ## Run the tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -m "not slow"
+
+browser: install ## Install chromium + chromedriver (Debian) and run the dashboard browser tests
+	bash scripts/install-browser.sh
+	REPAIRQC_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -m browser
 
 lint: install ## Ruff lint and format check
 	$(BIN)/ruff check .
