@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.config import Settings
 from serving.observability import Metrics, configure_logging
-from serving.routes import admin, health, score
+from serving.routes import admin, dashboard, health, score
 from serving.state import ServiceState
 
 log = logging.getLogger("serving")
@@ -104,4 +104,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router, tags=["health"])
     app.include_router(score.router, tags=["score"])
     app.include_router(admin.router, tags=["admin"])
+    app.include_router(dashboard.router)
     return app
