@@ -22,8 +22,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from models.labels import LabelConfig
 from models.schemas import ORDERS, TECHNICIANS, TIMEZONE, UNITS, Table
 from serving.store import tables as T
+from serving.store.quality import QualityLoopStore
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 #: Seconds a SQLite writer waits for the lock before failing (requests queue, never drop).
@@ -153,15 +155,24 @@ def _typed_frame(rows: Sequence[Any], table: Table) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-class Store:
-    """Queries of the audit store over one engine."""
+class Store(QualityLoopStore):
+    """Queries of the audit store over one engine.
 
-    def __init__(self, engine: Engine):
+    The quality loop's records (outcomes, inspections, queue, rectification, appeals) and the
+    frames the reports read are methods of :class:`serving.store.quality.QualityLoopStore`.
+    """
+
+    def __init__(self, engine: Engine, label_config: LabelConfig | None = None):
         self.engine = engine
+        #: Rework window of the automatic rework links (the labels' definition and window).
+        self.label_config = label_config or LabelConfig()
 
     # ---- orders and side tables ---------------------------------------------------------
     def upsert_orders(self, rows: list[dict[str, Any]], hashes: list[str]) -> int:
         """Insert new orders, update changed ones (a correction is the newest truth).
+
+        New and changed orders are linked to the earlier orders they rework (an outcome of
+        kind ``rework``, see :meth:`link_reworks`).
 
         Returns the number of rows inserted or changed (what the history refresh counts).
         """
@@ -193,6 +204,8 @@ class Store:
                 conn.execute(
                     T.orders.update().where(T.orders.c.order_id == r["order_id"]).values(**r)
                 )
+            if new or changed:  # same transaction: an order is never stored without its links
+                self.link_reworks(new + changed, conn=conn)
         return len(new) + len(changed)
 
     def upsert_side(self, table: sa.Table, contract: Table, rows: list[dict[str, Any]]) -> None:
@@ -273,7 +286,11 @@ class Store:
 
     # ---- outcomes -------------------------------------------------------------------------
     def add_outcomes(self, rows: list[dict[str, Any]]) -> int:
-        """Record later outcomes (rating, complaint, inspection result) of scored orders."""
+        """Record raw outcomes (``order_id``, ``kind``, ``value``, ``source``) as they are.
+
+        Kept for callers of the first API version; the quality loop records typed outcomes
+        with :meth:`add_followups` and :meth:`add_inspections`.
+        """
         if rows:
             now = utcnow()
             with self.engine.begin() as conn:

@@ -101,6 +101,10 @@ decisions = sa.Table(
     sa.Index("ix_decisions_created_at", "created_at"),
 )
 
+# Follow-up results (kind ``followup``: rating, comment, complaint) and automatic rework links
+# (kind ``rework``: the later order that reworks this one) of stored orders. Append-only: a
+# correction is a new row and the latest row of an order and kind wins for reads; identical
+# re-sends are absorbed by the content hash (idempotent).
 outcomes = sa.Table(
     "outcomes",
     metadata,
@@ -110,7 +114,94 @@ outcomes = sa.Table(
     sa.Column("value", sa.JSON(), nullable=True),
     sa.Column("source", sa.String(64), nullable=True),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    # 0002: when the outcome happened (follow-up call, rework report) and the idempotency key
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("content_hash", sa.String(HASH_LENGTH), nullable=True),
     sa.Index("ix_outcomes_order_id", "order_id"),
+    sa.UniqueConstraint("order_id", "kind", "content_hash", name="uq_outcomes_content"),
+)
+
+# Inspection results (内部质检 ``internal`` / 第三方抽检 ``third_party``), append-only.
+inspection_results = sa.Table(
+    "inspection_results",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("passed", sa.Boolean(), nullable=False),
+    sa.Column("defect_codes", sa.JSON(), nullable=False),
+    sa.Column("inspector", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("agency", sa.String(200), nullable=True),
+    sa.Column("notes", sa.Text(), nullable=True),
+    sa.Column("photos", sa.JSON(), nullable=False),
+    sa.Column("inspected_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.String(64), nullable=True),
+    sa.Column("content_hash", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_inspection_results_order_id", "order_id"),
+    sa.UniqueConstraint("order_id", "kind", "content_hash", name="uq_inspection_results_content"),
+)
+
+# Who was sent to inspect a flagged order (append-only; the latest assignment wins).
+inspection_assignments = sa.Table(
+    "inspection_assignments",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("inspector", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_inspection_assignments_order_id", "order_id"),
+)
+
+# Rectification items (问题整改): the current state; every change is also an event below.
+rectifications = sa.Table(
+    "rectifications",
+    metadata,
+    sa.Column("rectification_id", sa.String(32), primary_key=True),
+    sa.Column("title", sa.Text(), nullable=False),
+    sa.Column("owner", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("deadline", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("cause_category", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("cause_defect_code", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("cause_technician_id", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("cause_community_id", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("source_order_id", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("evidence", sa.JSON(), nullable=False),
+    sa.Column("reinspection_passed", sa.Boolean(), nullable=True),
+    sa.Column("reinspection_note", sa.Text(), nullable=True),
+    sa.Column("reinspected_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+rectification_events = sa.Table(
+    "rectification_events",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("rectification_id", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("changes", sa.JSON(), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_rectification_events_rectification_id", "rectification_id"),
+)
+
+# Appeals (申诉) of inspection results; a decision is final and recorded on the row.
+appeals = sa.Table(
+    "appeals",
+    metadata,
+    sa.Column("appeal_id", sa.String(32), primary_key=True),
+    sa.Column("inspection_id", sa.Integer(), nullable=False),
+    sa.Column("order_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("technician_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reviewer", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("decision_note", sa.Text(), nullable=True),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_appeals_inspection_id", "inspection_id"),
 )
 
 api_keys = sa.Table(

@@ -1,0 +1,1085 @@
+"""The quality loop's part of the audit store: outcomes, inspections, queue, rectification, appeals.
+
+Everything here is *append-only history*: a follow-up or inspection result is never updated in
+place — a correction is a new row, and reads take the latest (``is_latest``); an identical
+re-send is absorbed by a content hash (idempotent, the caller is told ``duplicate``). Appeals
+never delete a result either: an upheld appeal marks it ``overturned`` at read time, so the
+original result and the decision that overturned it both stay auditable.
+
+The ``*_frame`` methods are what reports, dossiers and ``repairqc export`` read: pandas frames
+with fixed columns (empty frames keep them), timestamps as ``datetime64[ns, Asia/Shanghai]``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from models.labels import rework_labels
+from models.schemas import TIMEZONE
+from serving.store import tables as T
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from models.labels import LabelConfig
+    from models.sampling import InspectionQueue
+
+#: Outcome kinds of the ``outcomes`` table written by the quality loop.
+FOLLOWUP = "followup"
+REWORK = "rework"
+#: Kinds of inspection results: internal (内部质检) and third-party (第三方抽检).
+INSPECTION_KINDS: tuple[str, ...] = ("internal", "third_party")
+#: Stored statuses of a rectification item; ``overdue`` is derived (past deadline, not done).
+RECTIFICATION_STATUSES: tuple[str, ...] = ("open", "in_progress", "done", "verified")
+RECTIFICATION_VIEW_STATUSES: tuple[str, ...] = (*RECTIFICATION_STATUSES, "overdue")
+#: Allowed status moves: a failed re-inspection sends a done item back to work; verified is final.
+RECTIFICATION_MOVES: dict[str, tuple[str, ...]] = {
+    "open": ("in_progress", "done"),
+    "in_progress": ("open", "done"),
+    "done": ("in_progress", "verified"),
+    "verified": (),
+}
+#: A reviewer's decisions on an appeal; ``pending`` until decided.
+APPEAL_DECISIONS: tuple[str, ...] = ("upheld", "rejected")
+#: Statuses of a queue item.
+QUEUE_STATUSES: tuple[str, ...] = ("open", "assigned", "done", "overdue")
+#: Ids per ``IN (...)`` list (SQLite's variable limit is far above; keeps statements small).
+_CHUNK = 500
+
+DECISION_COLUMNS = [
+    "decision_id",
+    "order_id",
+    "community_id",
+    "completed_at",
+    "created_at",
+    "model_version",
+    "policy_version",
+    "rework_risk",
+    "dissatisfaction_prob",
+    "risk_level",
+    "mandatory_inspection",
+    "inspection_reasons",
+    "third_party_sample",
+    "inclusion_probability",
+    "draw_u",
+]
+OUTCOME_COLUMNS = [
+    "outcome_id",
+    "order_id",
+    "kind",
+    "rating",
+    "comment",
+    "complaint",
+    "observed_at",
+    "rework_order_id",
+    "rework_via",
+    "value",
+    "source",
+    "recorded_at",
+    "is_latest",
+]
+INSPECTION_COLUMNS = [
+    "inspection_id",
+    "kind",
+    "order_id",
+    "passed",
+    "defect_codes",
+    "inspector",
+    "agency",
+    "notes",
+    "photos",
+    "inspected_at",
+    "recorded_at",
+    "source",
+    "overturned",
+    "appeal_id",
+    "counts_as_failure",
+    "is_latest",
+]
+RECTIFICATION_COLUMNS = [
+    "rectification_id",
+    "title",
+    "owner",
+    "deadline",
+    "status",
+    "stored_status",
+    "cause_category",
+    "cause_defect_code",
+    "cause_technician_id",
+    "cause_community_id",
+    "source_order_id",
+    "evidence",
+    "reinspection_passed",
+    "reinspection_note",
+    "reinspected_at",
+    "done_at",
+    "created_at",
+    "updated_at",
+]
+APPEAL_COLUMNS = [
+    "appeal_id",
+    "inspection_id",
+    "order_id",
+    "technician_id",
+    "reason",
+    "status",
+    "submitted_at",
+    "reviewer",
+    "decision_note",
+    "decided_at",
+]
+
+
+class NotFoundError(LookupError):
+    """The addressed record does not exist (the API answers 404)."""
+
+
+class ConflictError(ValueError):
+    """The request contradicts the record's state (the API answers 409)."""
+
+
+class InvalidError(ValueError):
+    """A field is invalid in a way only the store can tell (the API answers 422)."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def utc(value: Any) -> dt.datetime | None:
+    """A stored or given time as an aware UTC datetime (SQLite returns naive UTC values)."""
+    if value is None or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def content_hash(payload: dict[str, Any]) -> str:
+    """SHA-256 of an outcome's content: what "the same outcome sent again" means."""
+    canon = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in payload.items()}
+    blob = json.dumps(canon, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _local(values: Iterable[Any]) -> pd.Series:
+    """Datetimes (naive = UTC, or aware) as a ``datetime64[ns, Asia/Shanghai]`` series."""
+    vals = [utc(v) for v in values]
+    s = pd.to_datetime(pd.Series([v.replace(tzinfo=None) if v else None for v in vals]))
+    s = s.astype("datetime64[ns]").dt.tz_localize("UTC")
+    return s.dt.tz_convert(TIMEZONE).astype(f"datetime64[ns, {TIMEZONE}]")
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str], times: Sequence[str]) -> pd.DataFrame:
+    """Rows as a frame with exactly ``columns``; ``times`` typed Asia/Shanghai (empty too)."""
+    frame = pd.DataFrame(rows, columns=columns)
+    frame = frame.reset_index(drop=True)
+    for c in times:
+        if len(frame):
+            frame[c] = _local(frame[c].tolist())
+        else:
+            frame[c] = pd.Series([], dtype=f"datetime64[ns, {TIMEZONE}]")
+    return frame
+
+
+def _chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
+    items = list(items)
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, *conflict: str) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL (idempotent appends)."""
+    name = conn.dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # pragma: no cover - other databases: plain insert, the constraint still guards
+        return table.insert()
+    return insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}{_now():%Y%m%d}-{secrets.token_hex(4)}"
+
+
+class QualityLoopStore:
+    """Quality-loop queries; mixed into :class:`serving.store.db.Store` (same engine)."""
+
+    engine: Engine
+    label_config: LabelConfig
+
+    # ---- orders as the loop needs them --------------------------------------------------
+    def order_facts(self, order_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Stored orders by id: status, times (UTC), technician, community, category, priority."""
+        o = T.orders.c
+        cols = [
+            o.order_id,
+            o.status,
+            o.reported_at,
+            o.completed_at,
+            o.technician_id,
+            o.community_id,
+            o.category,
+            o.priority,
+            o.unit_id,
+        ]
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(set(order_ids)):
+                for r in conn.execute(sa.select(*cols).where(o.order_id.in_(chunk))).mappings():
+                    d = dict(r)
+                    d["reported_at"] = utc(d["reported_at"])
+                    d["completed_at"] = utc(d["completed_at"])
+                    out[d["order_id"]] = d
+        return out
+
+    # ---- outcomes in --------------------------------------------------------------------
+    def _append(
+        self,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        kind_of: Any,
+    ) -> list[dict[str, Any]]:
+        """Append content-hashed rows idempotently; per row its id and whether it was known."""
+        if not rows:
+            return []
+        now = _now()
+        keys = [(r["order_id"], kind_of(r), r["content_hash"]) for r in rows]
+        with self.engine.begin() as conn:
+            known = self._ids_of(conn, table, keys)
+            fresh = [
+                {**r, "recorded_at": now} for r, k in zip(rows, keys, strict=True) if k not in known
+            ]
+            if fresh:
+                conn.execute(_insert_ignore(conn, table, "order_id", "kind", "content_hash"), fresh)
+            ids = self._ids_of(conn, table, keys)
+        seen: set[tuple[str, str, str]] = set()
+        out = []
+        for k in keys:
+            out.append({"id": ids[k], "order_id": k[0], "duplicate": k in known or k in seen})
+            seen.add(k)
+        return out
+
+    @staticmethod
+    def _ids_of(
+        conn: Connection, table: sa.Table, keys: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], int]:
+        c = table.c
+        out: dict[tuple[str, str, str], int] = {}
+        for chunk in _chunks({k[2] for k in keys}):
+            q = sa.select(c.id, c.order_id, c.kind, c.content_hash).where(c.content_hash.in_(chunk))
+            for r in conn.execute(q):
+                out[(r.order_id, r.kind, r.content_hash)] = r.id
+        return out
+
+    def add_followups(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Record follow-up results (回访), validated by the caller.
+
+        Rows: ``order_id, rating, comment, complaint, followed_up_at`` (aware datetime) and
+        optional ``source``.
+
+        Returns per row ``{"id", "order_id", "duplicate"}``; an identical re-send is a
+        duplicate and adds nothing.
+        """
+        recs = []
+        for r in rows:
+            value = {
+                "rating": r.get("rating"),
+                "comment": r.get("comment"),
+                "complaint": r.get("complaint"),
+            }
+            at = utc(r["followed_up_at"])
+            recs.append(
+                {
+                    "order_id": r["order_id"],
+                    "kind": FOLLOWUP,
+                    "value": value,
+                    "source": r.get("source"),
+                    "observed_at": at,
+                    "content_hash": content_hash({**value, "followed_up_at": at}),
+                }
+            )
+        return self._append(T.outcomes, recs, lambda r: FOLLOWUP)
+
+    def add_inspections(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Record inspection results (内部质检 / 第三方抽检), validated by the caller.
+
+        Rows: ``order_id, kind (internal|third_party), passed, defect_codes, inspector,
+        agency, notes, photos, inspected_at`` and optional ``source``.
+
+        Returns per row ``{"id", "order_id", "duplicate"}`` (the id is the ``inspection_id``
+        an appeal refers to).
+        """
+        recs = []
+        for r in rows:
+            if r["kind"] not in INSPECTION_KINDS:
+                raise InvalidError(f"kind: must be one of {', '.join(INSPECTION_KINDS)}")
+            body = {
+                "passed": bool(r["passed"]),
+                "defect_codes": list(r.get("defect_codes") or []),
+                "inspector": r["inspector"],
+                "agency": r.get("agency"),
+                "notes": r.get("notes"),
+                "photos": list(r.get("photos") or []),
+                "inspected_at": utc(r["inspected_at"]),
+            }
+            recs.append(
+                {
+                    **body,
+                    "order_id": r["order_id"],
+                    "kind": r["kind"],
+                    "source": r.get("source"),
+                    "content_hash": content_hash({**body, "kind": r["kind"]}),
+                }
+            )
+        return self._append(T.inspection_results, recs, lambda r: r["kind"])
+
+    # ---- automatic rework links -----------------------------------------------------------
+    def link_reworks(self, rows: list[dict[str, Any]], conn: Connection | None = None) -> int:
+        """Record which earlier orders the given (just stored) orders rework, or are reworked by.
+
+        The definition is the label's (:func:`models.labels.rework_labels`, window from
+        ``self.label_config``): a later not-cancelled order on the same unit and category
+        reported within the window after a completion, or one naming the order as its
+        ``parent_order_id``. The link is an outcome of kind ``rework`` on the earlier order
+        with ``{"rework_order_id", "via"}``; links are idempotent, so a re-sent order adds
+        nothing, and an order that arrives before its parent is linked when the parent comes.
+        Returns the number of new links.
+        """
+        if conn is None:
+            with self.engine.begin() as c:
+                return self.link_reworks(rows, conn=c)
+        ids = {r["order_id"] for r in rows}
+        units = {r.get("unit_id") for r in rows if r.get("unit_id")}
+        parents = {r.get("parent_order_id") for r in rows if r.get("parent_order_id")}
+        o = T.orders.c
+        cols = [o.order_id, o.unit_id, o.category, o.status, o.reported_at, o.completed_at]
+        cols.append(o.parent_order_id)
+        found: dict[str, tuple[Any, ...]] = {}
+        for col, values in ((o.unit_id, units), (o.order_id, parents), (o.parent_order_id, ids)):
+            for chunk in _chunks(values):
+                for r in conn.execute(sa.select(*cols).where(col.in_(chunk))):
+                    found[r[0]] = tuple(r)
+        # cheap pre-check (most orders): a link needs two orders of one unit + category, or a
+        # parent that is stored
+        groups: dict[tuple[Any, Any], int] = defaultdict(int)
+        for r in found.values():
+            groups[(r[1], r[2])] += 1
+        has_parent = any(r[6] in found for r in found.values() if r[6])
+        if not has_parent and max(groups.values(), default=0) < 2:
+            return 0
+        frame = pd.DataFrame(list(found.values()), columns=[c.name for c in cols])
+        for c in ("reported_at", "completed_at"):
+            frame[c] = pd.to_datetime(
+                [utc(v).replace(tzinfo=None) if v is not None else None for v in frame[c]]
+            ).astype("datetime64[ns]")
+        lab = rework_labels(frame, self.label_config)
+        hit = lab["rework_order_id"].notna().to_numpy()
+        if not hit.any():
+            return 0
+        by_id = frame.set_index("order_id")
+        now = _now()
+        links = []
+        for earlier, later in zip(
+            frame.loc[hit, "order_id"], lab.loc[hit, "rework_order_id"], strict=True
+        ):
+            if earlier not in ids and later not in ids:
+                continue  # an old link, recorded when one of its orders arrived
+            via = (
+                "parent_order_id"
+                if by_id.at[later, "parent_order_id"] == earlier
+                else "same_unit_category"
+            )
+            reported = by_id.at[later, "reported_at"]
+            links.append(
+                {
+                    "order_id": earlier,
+                    "kind": REWORK,
+                    "value": {"rework_order_id": later, "via": via},
+                    "source": "auto",
+                    "observed_at": reported.to_pydatetime().replace(tzinfo=dt.UTC),
+                    "content_hash": content_hash({"rework_order_id": later}),
+                    "recorded_at": now,
+                }
+            )
+        if not links:
+            return 0
+        res = conn.execute(
+            _insert_ignore(conn, T.outcomes, "order_id", "kind", "content_hash"), links
+        )
+        return max(res.rowcount or 0, 0)
+
+    # ---- inspection queue -------------------------------------------------------------------
+    def latest_decisions(
+        self,
+        *,
+        community_id: str | None = None,
+        completed_from: dt.datetime | None = None,
+        completed_to: dt.datetime | None = None,
+        order_ids: Iterable[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """The latest decision per order (a re-score supersedes), optionally filtered."""
+        d = T.decisions.c
+        q = sa.select(T.decisions)
+        if community_id is not None:
+            q = q.where(d.community_id == community_id)
+        if completed_from is not None:
+            q = q.where(d.completed_at >= completed_from)
+        if completed_to is not None:
+            q = q.where(d.completed_at < completed_to)
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            if order_ids is None:
+                queries = [q]
+            else:
+                queries = [q.where(d.order_id.in_(ch)) for ch in _chunks(set(order_ids))]
+            for qq in queries:
+                for r in conn.execute(qq.order_by(d.created_at, d.decision_id)).mappings():
+                    out[r["order_id"]] = dict(r)
+        return out
+
+    def _inspected(self, conn: Connection, order_ids: Iterable[str]) -> set[str]:
+        c = T.inspection_results.c
+        done: set[str] = set()
+        for ch in _chunks(order_ids):
+            done.update(
+                conn.execute(sa.select(c.order_id).where(c.order_id.in_(ch)).distinct()).scalars()
+            )
+        return done
+
+    def _assignees(self, conn: Connection, order_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        c = T.inspection_assignments.c
+        out: dict[str, dict[str, Any]] = {}
+        for ch in _chunks(order_ids):
+            q = sa.select(c.order_id, c.inspector, c.assigned_at).where(c.order_id.in_(ch))
+            for r in conn.execute(q.order_by(c.assigned_at, c.id)).mappings():
+                out[r["order_id"]] = dict(r)
+        return out
+
+    def inspection_queue(
+        self,
+        community_id: str,
+        day: dt.date,
+        cfg: InspectionQueue,
+        now: dt.datetime | None = None,
+    ) -> dict[str, Any]:
+        """The community's inspection queue for a local day (质检任务队列).
+
+        Candidates: orders whose latest decision requires a mandatory inspection, completed on
+        ``day`` (Asia/Shanghai), plus those completed in the ``carry_over_days`` before it that
+        are still not inspected. Ranked by expected harm = max(rework_risk,
+        dissatisfaction_prob) × severity(category, priority), highest first; the first
+        ``capacity_per_community_day`` are the day's queue, the rest are counted in
+        ``overflow``. Status: ``done`` once any inspection result is recorded, else
+        ``overdue`` past ``due_at`` (completion + the priority's deadline), else ``assigned``
+        with an assignee, else ``open``.
+        """
+        now = utc(now) or _now()
+        tz = pd.Timestamp(day).tz_localize(TIMEZONE)
+        day_start = tz.tz_convert("UTC").to_pydatetime()
+        day_end = (tz + pd.Timedelta(days=1)).tz_convert("UTC").to_pydatetime()
+        window_start = day_start - dt.timedelta(days=cfg.carry_over_days)
+        decisions = self.latest_decisions(
+            community_id=community_id, completed_from=window_start, completed_to=day_end
+        )
+        flagged = {k: v for k, v in decisions.items() if v["mandatory_inspection"]}
+        facts = self.order_facts(flagged)
+        with self.engine.connect() as conn:
+            done = self._inspected(conn, flagged)
+            assigned = self._assignees(conn, flagged)
+        items = []
+        for oid, d in flagged.items():
+            completed = utc(d["completed_at"])
+            if completed is None:
+                continue
+            if completed < day_start and oid in done:
+                continue  # yesterday's finished work is not today's queue
+            f = facts.get(oid, {})
+            category, priority = f.get("category"), f.get("priority")
+            severity = cfg.severity(str(category), str(priority))
+            risk = max(float(d["rework_risk"]), float(d["dissatisfaction_prob"]))
+            due = completed + dt.timedelta(
+                hours=float(cfg.deadline_hours.get(str(priority), max(cfg.deadline_hours.values())))
+            )
+            who = assigned.get(oid)
+            if oid in done:
+                status = "done"
+            elif now > due:
+                status = "overdue"
+            elif who is not None:
+                status = "assigned"
+            else:
+                status = "open"
+            items.append(
+                {
+                    "decision_id": d["decision_id"],
+                    "order_id": oid,
+                    "community_id": d["community_id"],
+                    "category": category,
+                    "priority": priority,
+                    "technician_id": f.get("technician_id"),
+                    "completed_at": _iso(completed),
+                    "rework_risk": float(d["rework_risk"]),
+                    "dissatisfaction_prob": float(d["dissatisfaction_prob"]),
+                    "severity": severity,
+                    "expected_harm": risk * severity,
+                    "status": status,
+                    "assignee": who["inspector"] if who else None,
+                    "due_at": _iso(due),
+                    "inspection_reasons": list(d["inspection_reasons"] or []),
+                    "reasons": list(d["reasons"] or []),
+                }
+            )
+        items.sort(key=lambda x: (-x["expected_harm"], x["completed_at"], x["order_id"]))
+        cap = cfg.capacity_per_community_day
+        shown = items[:cap]
+        counts = dict.fromkeys(QUEUE_STATUSES, 0)
+        for it in shown:
+            counts[it["status"]] += 1
+        return {
+            "date": day.isoformat(),
+            "community": community_id,
+            "capacity": cap,
+            "counts": counts,
+            "overflow": len(items) - len(shown),
+            "items": shown,
+        }
+
+    def assign_inspection(self, order_id: str, inspector: str) -> dict[str, Any]:
+        """Assign a flagged, not yet inspected order to an inspector (latest assignment wins)."""
+        decision = self.latest_decisions(order_ids=[order_id]).get(order_id)
+        if decision is None:
+            raise NotFoundError(f"order {order_id} was never scored")
+        if not decision["mandatory_inspection"]:
+            raise ConflictError(f"order {order_id} is not flagged for inspection")
+        now = _now()
+        with self.engine.begin() as conn:
+            if self._inspected(conn, [order_id]):
+                raise ConflictError(f"order {order_id} is already inspected")
+            conn.execute(
+                T.inspection_assignments.insert().values(
+                    order_id=order_id, inspector=inspector, assigned_at=now
+                )
+            )
+        return {"order_id": order_id, "inspector": inspector, "assigned_at": _iso(now)}
+
+    # ---- rectification ------------------------------------------------------------------------
+    def create_rectification(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Open a rectification item (fields validated by the caller); an event is recorded."""
+        now = _now()
+        row = {
+            "rectification_id": _new_id("RX"),
+            "title": data["title"],
+            "owner": data["owner"],
+            "deadline": utc(data["deadline"]),
+            "status": "open",
+            "cause_category": data.get("cause_category"),
+            "cause_defect_code": data.get("cause_defect_code"),
+            "cause_technician_id": data.get("cause_technician_id"),
+            "cause_community_id": data.get("cause_community_id"),
+            "source_order_id": data.get("source_order_id"),
+            "evidence": list(data.get("evidence") or []),
+            "reinspection_passed": None,
+            "reinspection_note": None,
+            "reinspected_at": None,
+            "done_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(T.rectifications.insert().values(**row))
+            conn.execute(
+                T.rectification_events.insert().values(
+                    rectification_id=row["rectification_id"],
+                    action="created",
+                    changes=_jsonable(row),
+                    at=now,
+                )
+            )
+        return self.get_rectification(row["rectification_id"])
+
+    def get_rectification(self, rectification_id: str, now: dt.datetime | None = None) -> dict:
+        """One item with its derived status and its event history (404 if unknown)."""
+        with self.engine.connect() as conn:
+            r = (
+                conn.execute(
+                    sa.select(T.rectifications).where(
+                        T.rectifications.c.rectification_id == rectification_id
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if r is None:
+                raise NotFoundError(f"rectification {rectification_id} does not exist")
+            events = self._events(conn, rectification_id)
+        return {**_rect_view(dict(r), now), "history": events}
+
+    def _events(self, conn: Connection, rectification_id: str) -> list[dict[str, Any]]:
+        e = T.rectification_events.c
+        q = (
+            sa.select(e.action, e.changes, e.at)
+            .where(e.rectification_id == rectification_id)
+            .order_by(e.at, e.id)
+        )
+        return [{**dict(r), "at": _iso(r["at"])} for r in conn.execute(q).mappings()]
+
+    def rectification_events(self, rectification_id: str) -> list[dict[str, Any]]:
+        """Every recorded change of an item, oldest first."""
+        with self.engine.connect() as conn:
+            return self._events(conn, rectification_id)
+
+    def list_rectifications(
+        self,
+        status: str | None = None,
+        community_id: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Items (derived status), optionally of one status / community, by deadline."""
+        q = sa.select(T.rectifications).order_by(
+            T.rectifications.c.deadline, T.rectifications.c.rectification_id
+        )
+        if community_id is not None:
+            q = q.where(T.rectifications.c.cause_community_id == community_id)
+        with self.engine.connect() as conn:
+            rows = [_rect_view(dict(r), now) for r in conn.execute(q).mappings()]
+        return [r for r in rows if status is None or r["status"] == status]
+
+    def update_rectification(self, rectification_id: str, changes: dict[str, Any]) -> dict:
+        """Apply changes (validated fields); status moves follow :data:`RECTIFICATION_MOVES`.
+
+        ``verified`` needs a passed re-inspection (given now or before); a failed
+        re-inspection of a ``done`` item sends it back to ``in_progress``. Evidence given is
+        appended (evidence is never lost). Every change is an event with old and new values.
+        """
+        now = _now()
+        with self.engine.begin() as conn:
+            r = (
+                conn.execute(
+                    sa.select(T.rectifications).where(
+                        T.rectifications.c.rectification_id == rectification_id
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if r is None:
+                raise NotFoundError(f"rectification {rectification_id} does not exist")
+            cur = dict(r)
+            new: dict[str, Any] = {}
+            for k in ("title", "owner", "cause_category", "cause_defect_code"):
+                if changes.get(k) is not None and changes[k] != cur[k]:
+                    new[k] = changes[k]
+            for k in ("cause_technician_id", "cause_community_id", "source_order_id"):
+                if changes.get(k) is not None and changes[k] != cur[k]:
+                    new[k] = changes[k]
+            if changes.get("deadline") is not None:
+                new["deadline"] = utc(changes["deadline"])
+            if changes.get("evidence"):
+                new["evidence"] = list(cur["evidence"] or []) + list(changes["evidence"])
+            if changes.get("reinspection_passed") is not None:
+                new["reinspection_passed"] = bool(changes["reinspection_passed"])
+                new["reinspection_note"] = changes.get("reinspection_note")
+                new["reinspected_at"] = now
+            elif changes.get("reinspection_note") is not None:
+                raise InvalidError("reinspection_note: needs reinspection_passed")
+            status = changes.get("status")
+            if status is None and new.get("reinspection_passed") is False:
+                status = "in_progress" if cur["status"] == "done" else None
+            if status is not None and status != cur["status"]:
+                if status not in RECTIFICATION_STATUSES:
+                    raise InvalidError(
+                        f"status: must be one of {', '.join(RECTIFICATION_STATUSES)}"
+                    )
+                if status not in RECTIFICATION_MOVES[cur["status"]]:
+                    raise ConflictError(f"status: cannot move from {cur['status']} to {status}")
+                passed = new.get("reinspection_passed", cur["reinspection_passed"])
+                if status == "verified" and passed is not True:
+                    raise ConflictError("status: verified needs a passed re-inspection")
+                new["status"] = status
+                if status == "done":
+                    new["done_at"] = now
+            if not new:
+                return self.get_rectification(rectification_id)
+            new["updated_at"] = now
+            conn.execute(
+                T.rectifications.update()
+                .where(T.rectifications.c.rectification_id == rectification_id)
+                .values(**new)
+            )
+            diff = {k: [cur.get(k), v] for k, v in new.items() if k != "updated_at"}
+            conn.execute(
+                T.rectification_events.insert().values(
+                    rectification_id=rectification_id,
+                    action="updated",
+                    changes=_jsonable(diff),
+                    at=now,
+                )
+            )
+        return self.get_rectification(rectification_id)
+
+    def delete_rectification(self, rectification_id: str) -> dict[str, Any]:
+        """Withdraw an item opened by mistake: only while ``open`` with no work recorded.
+
+        The row goes, its history stays (a ``deleted`` event with the last state).
+        """
+        item = self.get_rectification(rectification_id)
+        if item["stored_status"] != "open" or len(item["history"]) > 1:
+            raise ConflictError(
+                f"rectification {rectification_id} has progress; close it instead of deleting"
+            )
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                T.rectifications.delete().where(
+                    T.rectifications.c.rectification_id == rectification_id
+                )
+            )
+            snapshot = {k: v for k, v in item.items() if k != "history"}
+            conn.execute(
+                T.rectification_events.insert().values(
+                    rectification_id=rectification_id,
+                    action="deleted",
+                    changes=_jsonable(snapshot),
+                    at=now,
+                )
+            )
+        return {"rectification_id": rectification_id, "deleted": True}
+
+    # ---- appeals ------------------------------------------------------------------------------
+    def _inspection(self, conn: Connection, inspection_id: int) -> dict[str, Any] | None:
+        r = (
+            conn.execute(
+                sa.select(T.inspection_results).where(T.inspection_results.c.id == inspection_id)
+            )
+            .mappings()
+            .first()
+        )
+        return dict(r) if r is not None else None
+
+    def create_appeal(self, inspection_id: int, technician_id: str, reason: str) -> dict:
+        """A technician appeals a failed inspection result (申诉); one open appeal at a time.
+
+        The technician must be the one who did the order (when the order names one).
+        """
+        now = _now()
+        with self.engine.begin() as conn:
+            ins = self._inspection(conn, inspection_id)
+            if ins is None:
+                raise NotFoundError(f"inspection {inspection_id} does not exist")
+            if ins["passed"]:
+                raise ConflictError(f"inspection {inspection_id} passed: nothing to appeal")
+            tech = conn.execute(
+                sa.select(T.orders.c.technician_id).where(T.orders.c.order_id == ins["order_id"])
+            ).scalar()
+            if tech and tech != technician_id:
+                raise InvalidError(
+                    f"technician_id: {technician_id} did not do order {ins['order_id']}"
+                )
+            a = T.appeals.c
+            prior = conn.execute(
+                sa.select(a.appeal_id, a.status).where(a.inspection_id == inspection_id)
+            ).all()
+            for p in prior:
+                if p.status in ("pending", "upheld"):
+                    raise ConflictError(
+                        f"inspection {inspection_id} already has appeal {p.appeal_id} ({p.status})"
+                    )
+            row = {
+                "appeal_id": _new_id("AP"),
+                "inspection_id": inspection_id,
+                "order_id": ins["order_id"],
+                "technician_id": technician_id,
+                "reason": reason,
+                "status": "pending",
+                "submitted_at": now,
+            }
+            conn.execute(T.appeals.insert().values(**row))
+        return self.get_appeal(row["appeal_id"])
+
+    def get_appeal(self, appeal_id: str) -> dict[str, Any]:
+        """One appeal (404 if unknown)."""
+        with self.engine.connect() as conn:
+            r = (
+                conn.execute(sa.select(T.appeals).where(T.appeals.c.appeal_id == appeal_id))
+                .mappings()
+                .first()
+            )
+        if r is None:
+            raise NotFoundError(f"appeal {appeal_id} does not exist")
+        return _appeal_view(dict(r))
+
+    def list_appeals(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Appeals, oldest first, optionally of one status."""
+        q = sa.select(T.appeals).order_by(T.appeals.c.submitted_at, T.appeals.c.appeal_id)
+        if status is not None:
+            q = q.where(T.appeals.c.status == status)
+        with self.engine.connect() as conn:
+            return [_appeal_view(dict(r)) for r in conn.execute(q).mappings()]
+
+    def decide_appeal(
+        self, appeal_id: str, decision: str, reviewer: str, note: str | None
+    ) -> dict[str, Any]:
+        """Record the reviewer's final decision; ``upheld`` overturns the inspection result."""
+        if decision not in APPEAL_DECISIONS:
+            raise InvalidError(f"decision: must be one of {', '.join(APPEAL_DECISIONS)}")
+        now = _now()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                T.appeals.update()
+                .where(T.appeals.c.appeal_id == appeal_id, T.appeals.c.status == "pending")
+                .values(status=decision, reviewer=reviewer, decision_note=note, decided_at=now)
+            )
+            if not res.rowcount:
+                exists = conn.execute(
+                    sa.select(T.appeals.c.status).where(T.appeals.c.appeal_id == appeal_id)
+                ).scalar()
+                if exists is None:
+                    raise NotFoundError(f"appeal {appeal_id} does not exist")
+                raise ConflictError(f"appeal {appeal_id} is already decided ({exists})")
+        return self.get_appeal(appeal_id)
+
+    # ---- frames for reports, dossiers and export --------------------------------------------
+    def decisions_frame(
+        self,
+        start: Any = None,
+        end: Any = None,
+        *,
+        latest_only: bool = True,
+    ) -> pd.DataFrame:
+        """Decisions of orders completed in ``[start, end)`` (any bound may be None).
+
+        ``start``/``end``: dates or timestamps; naive ones are Asia/Shanghai local time.
+        ``latest_only`` (default) keeps the latest decision per order (a re-score supersedes;
+        the draw is the same, π may differ): one row per order, what Horvitz–Thompson needs.
+        ``inspection_reasons`` is the list of reason codes; ``draw_u`` the keyed uniform draw
+        (sampled when ``draw_u < inclusion_probability``).
+        """
+        d = T.decisions.c
+        q = sa.select(*[d[c] for c in DECISION_COLUMNS])
+        if start is not None:
+            q = q.where(d.completed_at >= _bound(start))
+        if end is not None:
+            q = q.where(d.completed_at < _bound(end))
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r) for r in conn.execute(q.order_by(d.created_at, d.decision_id)).mappings()
+            ]
+        if latest_only:
+            rows = list({r["order_id"]: r for r in rows}.values())
+        for r in rows:
+            r["inspection_reasons"] = [x.get("code") for x in (r["inspection_reasons"] or [])]
+        frame = _frame(rows, DECISION_COLUMNS, ("completed_at", "created_at"))
+        for c in ("rework_risk", "dissatisfaction_prob", "inclusion_probability", "draw_u"):
+            frame[c] = frame[c].astype("float64")
+        for c in ("mandatory_inspection", "third_party_sample"):
+            frame[c] = frame[c].astype("bool")
+        return frame
+
+    def outcomes_frame(self) -> pd.DataFrame:
+        """Every recorded outcome, oldest first: follow-ups, rework links (and legacy kinds).
+
+        Follow-ups fill ``rating``/``comment``/``complaint`` and ``observed_at`` (the
+        follow-up time); rework links fill ``rework_order_id``, ``rework_via``
+        (``parent_order_id`` | ``same_unit_category``) and ``observed_at`` (the rework's
+        report). ``is_latest`` marks the latest row per order and kind (latest wins: a
+        corrected follow-up supersedes the earlier one).
+        """
+        c = T.outcomes.c
+        q = sa.select(
+            c.id, c.order_id, c.kind, c.value, c.source, c.observed_at, c.recorded_at
+        ).order_by(c.recorded_at, c.id)
+        rows = []
+        with self.engine.connect() as conn:
+            for r in conn.execute(q).mappings():
+                v = r["value"] if isinstance(r["value"], dict) else {}
+                rows.append(
+                    {
+                        "outcome_id": r["id"],
+                        "order_id": r["order_id"],
+                        "kind": r["kind"],
+                        "rating": v.get("rating") if r["kind"] == FOLLOWUP else None,
+                        "comment": v.get("comment") if r["kind"] == FOLLOWUP else None,
+                        "complaint": v.get("complaint") if r["kind"] == FOLLOWUP else None,
+                        "observed_at": r["observed_at"],
+                        "rework_order_id": v.get("rework_order_id")
+                        if r["kind"] == REWORK
+                        else None,
+                        "rework_via": v.get("via") if r["kind"] == REWORK else None,
+                        "value": r["value"],
+                        "source": r["source"],
+                        "recorded_at": r["recorded_at"],
+                    }
+                )
+        latest = {(r["order_id"], r["kind"]): r["outcome_id"] for r in rows}
+        for r in rows:
+            r["is_latest"] = latest[(r["order_id"], r["kind"])] == r["outcome_id"]
+        frame = _frame(rows, OUTCOME_COLUMNS, ("observed_at", "recorded_at"))
+        frame["rating"] = pd.to_numeric(frame["rating"]).astype("Int64")
+        frame["complaint"] = frame["complaint"].astype("boolean")
+        frame["is_latest"] = frame["is_latest"].astype("bool")
+        return frame
+
+    def inspections_frame(self) -> pd.DataFrame:
+        """One row per inspection result (internal | third_party), oldest inspection first.
+
+        ``overturned`` (with ``appeal_id``): an appeal against the result was upheld, so it
+        no longer counts as a failure — ``counts_as_failure`` = not passed and not
+        overturned is what dossiers, labels and the export use. ``is_latest`` marks the
+        latest result per order and kind (by inspection time, then recording).
+        """
+        c = T.inspection_results.c
+        a = T.appeals.c
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(T.inspection_results).order_by(c.inspected_at, c.recorded_at, c.id)
+                ).mappings()
+            ]
+            upheld = dict(
+                conn.execute(
+                    sa.select(a.inspection_id, a.appeal_id).where(a.status == "upheld")
+                ).all()
+            )
+        out = []
+        for r in rows:
+            appeal = upheld.get(r["id"])
+            out.append(
+                {
+                    "inspection_id": r["id"],
+                    "kind": r["kind"],
+                    "order_id": r["order_id"],
+                    "passed": bool(r["passed"]),
+                    "defect_codes": list(r["defect_codes"] or []),
+                    "inspector": r["inspector"],
+                    "agency": r["agency"],
+                    "notes": r["notes"],
+                    "photos": list(r["photos"] or []),
+                    "inspected_at": r["inspected_at"],
+                    "recorded_at": r["recorded_at"],
+                    "source": r["source"],
+                    "overturned": appeal is not None,
+                    "appeal_id": appeal,
+                    "counts_as_failure": (not r["passed"]) and appeal is None,
+                }
+            )
+        latest = {(r["order_id"], r["kind"]): r["inspection_id"] for r in out}
+        for r in out:
+            r["is_latest"] = latest[(r["order_id"], r["kind"])] == r["inspection_id"]
+        frame = _frame(out, INSPECTION_COLUMNS, ("inspected_at", "recorded_at"))
+        for col in ("passed", "overturned", "counts_as_failure", "is_latest"):
+            frame[col] = frame[col].astype("bool")
+        frame["inspection_id"] = frame["inspection_id"].astype("int64")
+        return frame
+
+    def rectifications_frame(self, now: dt.datetime | None = None) -> pd.DataFrame:
+        """Every rectification item, with its derived status.
+
+        ``status`` is derived (``overdue`` past the deadline while not done),
+        ``stored_status`` is what was recorded; ``done_at`` when it was (last) marked done —
+        the "after" of an effectiveness comparison.
+        """
+        with self.engine.connect() as conn:
+            rows = [
+                _rect_view(dict(r), now)
+                for r in conn.execute(sa.select(T.rectifications)).mappings()
+            ]
+        for r in rows:
+            for k in ("deadline", "reinspected_at", "done_at", "created_at", "updated_at"):
+                r[k] = utc(pd.Timestamp(r[k])) if r[k] else None
+        frame = _frame(
+            rows,
+            RECTIFICATION_COLUMNS,
+            ("deadline", "reinspected_at", "done_at", "created_at", "updated_at"),
+        )
+        frame["reinspection_passed"] = frame["reinspection_passed"].astype("boolean")
+        return frame
+
+    def appeals_frame(self) -> pd.DataFrame:
+        """Every appeal with its status (pending | upheld | rejected) and decision."""
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(*[T.appeals.c[k] for k in APPEAL_COLUMNS]).order_by(
+                        T.appeals.c.submitted_at
+                    )
+                ).mappings()
+            ]
+        frame = _frame(rows, APPEAL_COLUMNS, ("submitted_at", "decided_at"))
+        frame["inspection_id"] = frame["inspection_id"].astype("int64")
+        return frame
+
+
+# --------------------------------------------------------------------------------------------
+# Views
+# --------------------------------------------------------------------------------------------
+
+
+def _iso(value: Any) -> str | None:
+    """An aware time as ISO 8601 in Asia/Shanghai (what quality teams read)."""
+    v = utc(value)
+    return None if v is None else pd.Timestamp(v).tz_convert(TIMEZONE).isoformat()
+
+
+def _bound(value: Any) -> dt.datetime:
+    """A frame bound (date, string or timestamp; naive = Asia/Shanghai) as aware UTC."""
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(TIMEZONE)
+    return ts.tz_convert("UTC").to_pydatetime()
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(
+        json.dumps(d, default=lambda v: _iso(v) if isinstance(v, dt.datetime) else str(v))
+    )
+
+
+def _rect_view(r: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
+    """A stored item with ISO times and the derived status (overdue past its deadline)."""
+    now = utc(now) or _now()
+    stored = r["status"]
+    deadline = utc(r["deadline"])
+    overdue = stored in ("open", "in_progress") and deadline is not None and now > deadline
+    out = {k: r.get(k) for k in RECTIFICATION_COLUMNS if k not in ("status", "stored_status")}
+    for k in ("deadline", "reinspected_at", "done_at", "created_at", "updated_at"):
+        out[k] = _iso(r.get(k))
+    out["evidence"] = list(r.get("evidence") or [])
+    out["status"] = "overdue" if overdue else stored
+    out["stored_status"] = stored
+    return {k: out[k] for k in RECTIFICATION_COLUMNS}
+
+
+def _appeal_view(r: dict[str, Any]) -> dict[str, Any]:
+    out = {k: r.get(k) for k in APPEAL_COLUMNS}
+    out["submitted_at"] = _iso(r.get("submitted_at"))
+    out["decided_at"] = _iso(r.get("decided_at"))
+    return out
+
+
+__all__ = [
+    "APPEAL_DECISIONS",
+    "INSPECTION_KINDS",
+    "QUEUE_STATUSES",
+    "RECTIFICATION_STATUSES",
+    "ConflictError",
+    "InvalidError",
+    "NotFoundError",
+    "QualityLoopStore",
+]
