@@ -33,6 +33,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from models.schemas import CATEGORIES, PRIORITIES
+
 #: Risk levels, from least to most risky (their order is the ordinal used by ``risk_level``).
 RISK_LEVELS: tuple[str, ...] = ("low", "medium", "high")
 
@@ -223,6 +225,72 @@ class SamplingConfig:
         return solve_base(self)
 
 
+#: Contract categories and priorities: the keys the queue's severity needs (declared once).
+_CATEGORIES = CATEGORIES
+_PRIORITIES = PRIORITIES
+
+
+@dataclass(frozen=True)
+class InspectionQueue:
+    """How the quality team works the flagged orders (质检任务队列); never changes a decision.
+
+    Orders flagged for mandatory inspection are ranked by *expected harm* =
+    max(rework_risk, dissatisfaction_prob) × severity, where severity =
+    ``category_severity[category] × priority_factor[priority]``: a likely-bad fire-safety or
+    waterproofing job hurts more than a likely-bad light bulb, so it is visited first.
+
+    Attributes
+    ----------
+    capacity_per_community_day
+        Inspections a community's quality team can do per day: the queue lists this many.
+    deadline_hours
+        Per priority, hours after completion by which the inspection must be done (then overdue).
+    carry_over_days
+        Flagged orders completed up to this many days before the queue's date that are still
+        not inspected stay in the queue (overdue work is not forgotten at midnight).
+    category_severity, priority_factor
+        The severity weights; every contract category / priority must be given (> 0).
+    """
+
+    capacity_per_community_day: int = 5
+    deadline_hours: dict[str, float] = field(
+        default_factory=lambda: {"normal": 72.0, "urgent": 48.0, "emergency": 24.0}
+    )
+    carry_over_days: int = 7
+    category_severity: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(_CATEGORIES, 1.0)
+    )
+    priority_factor: dict[str, float] = field(
+        default_factory=lambda: {"normal": 1.0, "urgent": 1.5, "emergency": 2.0}
+    )
+
+    def __post_init__(self) -> None:
+        if self.capacity_per_community_day < 0 or self.carry_over_days < 0:
+            raise PolicyError("inspection_queue: capacity and carry_over_days must be >= 0")
+        for name, keys in (
+            ("deadline_hours", _PRIORITIES),
+            ("category_severity", _CATEGORIES),
+            ("priority_factor", _PRIORITIES),
+        ):
+            d = getattr(self, name)
+            if not isinstance(d, dict) or set(d) != set(keys):
+                missing = sorted(set(keys) - set(d or {}))
+                extra = sorted(set(d or {}) - set(keys))
+                raise PolicyError(
+                    f"inspection_queue.{name}: needs exactly {list(keys)}"
+                    + (f" (missing {missing})" if missing else "")
+                    + (f" (unknown {extra})" if extra else "")
+                )
+            if not all(isinstance(v, int | float) and float(v) > 0 for v in d.values()):
+                raise PolicyError(f"inspection_queue.{name}: values must be numbers > 0")
+
+    def severity(self, category: str, priority: str) -> float:
+        """Severity of a bad job of this category and priority (unknown values weigh 1)."""
+        return float(self.category_severity.get(category, 1.0)) * float(
+            self.priority_factor.get(priority, 1.0)
+        )
+
+
 @dataclass(frozen=True)
 class Policy:
     """The whole inspection policy; ``version`` is stored with every decision."""
@@ -232,6 +300,7 @@ class Policy:
     model_flags: ModelFlags = field(default_factory=ModelFlags)
     hard_rules: HardRules = field(default_factory=HardRules)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    inspection_queue: InspectionQueue = field(default_factory=InspectionQueue)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Policy:
@@ -245,6 +314,7 @@ class Policy:
             ("model_flags", ModelFlags),
             ("hard_rules", HardRules),
             ("sampling", SamplingConfig),
+            ("inspection_queue", InspectionQueue),
         ):
             try:
                 parts[name] = sub(**_strict(sub, top.get(name), name))
