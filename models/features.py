@@ -29,9 +29,12 @@ as-of global rate with a pseudo-count so that new technicians do not get extreme
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +46,7 @@ from models.schemas import AREA_TYPES, CATEGORIES, CHANNELS, ORDERS, PRIORITIES,
 TextScorer = Callable[[Sequence[str]], np.ndarray]
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
-_SECOND = pd.Timedelta(seconds=1)
+_EPOCH_DATE = dt.date(1970, 1, 1)
 _DAY = 86400.0
 _HOUR = 3600.0
 #: Bits reserved for seconds in the composite (key, time) sort key: 2**34 s is ~544 years.
@@ -235,24 +238,83 @@ def coerce_orders(orders: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: Divisor from a datetime column's integer unit to seconds.
+_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+_NAT = np.iinfo(np.int64).min
+#: Up to this many rows, string work runs as plain Python (pandas' vectorised string kernels
+#: have a fixed cost of ~50 us per call, which dominates a single API order).
+_SMALL = 64
+
+
 def _secs(s: pd.Series) -> np.ndarray:
-    """Seconds since the epoch (UTC) as float, NaN for missing: unit-agnostic and tz-safe."""
+    """Seconds since the epoch (UTC) as float, NaN for missing: unit-agnostic and tz-safe.
+
+    From the column's integers directly (``int / unit``, exactly what pandas' timedelta
+    division computes) — the Series arithmetic costs ~40 us per call, too much per API order.
+    """
     if not isinstance(s.dtype, pd.DatetimeTZDtype):
         s = pd.to_datetime(s).dt.tz_localize(TIMEZONE)
-    return ((s - _EPOCH) / _SECOND).to_numpy(dtype="float64", na_value=np.nan)
+    i8 = s.array.asi8
+    return np.where(i8 == _NAT, np.nan, i8 / _PER_SECOND[s.dtype.unit])
+
+
+@dataclass(frozen=True)
+class _LocalTime:
+    """Wall-clock fields of a tz-aware column in :data:`TIMEZONE`, as numpy arrays (NaN = NaT)."""
+
+    hour: np.ndarray
+    weekday: np.ndarray
+    month: np.ndarray
+    year: np.ndarray
+    day: np.ndarray  # local day number since 1970-01-01 (int64; meaningless where missing)
+    missing: np.ndarray
+    midnight: np.ndarray  # epoch seconds of the local midnight starting the day
+
+    @classmethod
+    def of(cls, s: pd.Series) -> _LocalTime:
+        """Fields from integer arithmetic on local wall-clock time (no pandas accessors)."""
+        if not isinstance(s.dtype, pd.DatetimeTZDtype):
+            s = pd.to_datetime(s).dt.tz_localize(TIMEZONE)
+        arr = s.array.tz_convert(TIMEZONE)
+        per = int(_PER_SECOND[s.dtype.unit])
+        utc = arr.asi8
+        local = arr.tz_localize(None).asi8
+        missing = utc == _NAT
+        day = np.where(missing, 0, local // (86400 * per))
+        month_no = day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+
+        def nan_where_missing(x: np.ndarray) -> np.ndarray:
+            return np.where(missing, np.nan, x.astype(float))
+
+        since_midnight = local - day * (86400 * per)
+        return cls(
+            hour=nan_where_missing(since_midnight // (3600 * per)),
+            weekday=nan_where_missing((day + 3) % 7),  # 1970-01-01 was a Thursday
+            month=nan_where_missing(month_no % 12 + 1),
+            year=nan_where_missing(month_no // 12 + 1970),
+            day=day,
+            missing=missing,
+            midnight=np.where(missing, np.nan, (utc - since_midnight) / _PER_SECOND[s.dtype.unit]),
+        )
 
 
 def _str(s: pd.Series) -> np.ndarray:
     """Object array of strings with ``None`` for missing (fast factorize / lookup input)."""
+    if isinstance(s.dtype, pd.StringDtype):  # already strings: no conversion pass
+        return s.to_numpy(dtype=object, na_value=None)
     return s.astype("string").to_numpy(dtype=object, na_value=None)
 
 
 def _bool(s: pd.Series) -> np.ndarray:
     """Float 1/0/NaN of a nullable boolean column."""
+    if isinstance(s.dtype, pd.BooleanDtype):
+        return s.to_numpy(dtype="float64", na_value=np.nan)
     return s.astype("boolean").astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _num(s: pd.Series) -> np.ndarray:
+    if s.dtype.kind in "fiu" or isinstance(s.dtype, pd.Int64Dtype | pd.Float64Dtype):
+        return s.to_numpy(dtype="float64", na_value=np.nan)
     return (
         pd.to_numeric(s, errors="coerce")
         .astype("Float64")
@@ -260,12 +322,27 @@ def _num(s: pd.Series) -> np.ndarray:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _any_word_re(words: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(w) for w in words))
+
+
 def _contains_any(texts: pd.Series, words: Sequence[str]) -> np.ndarray:
     """0/1 whether each text contains any of ``words`` (one regex pass, NA → 0)."""
     if not words:
         return np.zeros(len(texts))
+    if len(texts) <= _SMALL:  # same literal alternation, searched by Python's re
+        rx = _any_word_re(tuple(words))
+        return np.array([1.0 if isinstance(t, str) and rx.search(t) else 0.0 for t in _str(texts)])
     pat = "|".join(re.escape(w) for w in words)
     return texts.astype("string").str.contains(pat, regex=True).fillna(False).to_numpy(dtype=float)
+
+
+def _text_len(texts: pd.Series) -> np.ndarray:
+    """Characters per text (NaN missing)."""
+    if len(texts) <= _SMALL:
+        return np.array([float(len(t)) if isinstance(t, str) else np.nan for t in _str(texts)])
+    return texts.astype("string").str.len().to_numpy(dtype=float, na_value=np.nan)
 
 
 def lexicon_sentiment(texts: Sequence[str] | pd.Series, cues: TextCues | None = None) -> np.ndarray:
@@ -289,10 +366,11 @@ def lexicon_sentiment(texts: Sequence[str] | pd.Series, cues: TextCues | None = 
 def _score_texts(texts: pd.Series, scorer: TextScorer | None, cues: TextCues) -> np.ndarray:
     """Apply the text scorer to the non-missing texts only (models are slow; NA stays NaN)."""
     out = np.full(len(texts), np.nan)
-    present = texts.notna().to_numpy()
+    strs = _str(texts)
+    present = np.fromiter((t is not None for t in strs), dtype=bool, count=len(strs))
     if not present.any():
         return out
-    vals = texts[present].astype(str).tolist()
+    vals = strs[present].tolist()
     out[present] = np.asarray(
         scorer(vals) if scorer is not None else lexicon_sentiment(vals, cues), dtype=float
     )
@@ -302,34 +380,56 @@ def _score_texts(texts: pd.Series, scorer: TextScorer | None, cues: TextCues) ->
 _HOLIDAY_CACHE: dict[object, tuple[float, float]] = {}
 
 
+def _day_flags(d: dt.date) -> tuple[float, float]:
+    """(is_holiday, is_offday) of one date, cached."""
+    if d not in _HOLIDAY_CACHE:
+        import chinese_calendar
+
+        try:
+            is_hol, name = chinese_calendar.get_holiday_detail(d)
+            # statutory holiday (not a plain weekend); off-day includes weekends and 调休
+            _HOLIDAY_CACHE[d] = (
+                float(bool(is_hol) and name is not None),
+                float(not chinese_calendar.is_workday(d)),
+            )
+        except (NotImplementedError, ValueError):
+            _HOLIDAY_CACHE[d] = (np.nan, float(d.weekday() >= 5))
+    return _HOLIDAY_CACHE[d]
+
+
 def _calendar_flags(local_dates: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(is_holiday, is_offday) per date from ``chinesecalendar``.
 
     Holidays and make-up workdays (调休) follow the State Council calendar; years the library
     does not cover fall back to weekends, with holiday unknown (NaN), rather than failing.
     """
-    import chinese_calendar
-
     codes, uniq = pd.factorize(local_dates)
     hol = np.empty(len(uniq))
     off = np.empty(len(uniq))
     for i, d in enumerate(uniq):
-        if d not in _HOLIDAY_CACHE:
-            try:
-                is_hol, name = chinese_calendar.get_holiday_detail(d)
-                # statutory holiday (not a plain weekend); off-day includes weekends and 调休
-                _HOLIDAY_CACHE[d] = (
-                    float(bool(is_hol) and name is not None),
-                    float(not chinese_calendar.is_workday(d)),
-                )
-            except (NotImplementedError, ValueError):
-                _HOLIDAY_CACHE[d] = (np.nan, float(d.weekday() >= 5))
-        hol[i], off[i] = _HOLIDAY_CACHE[d]
+        hol[i], off[i] = _day_flags(d)
     res_h = np.full(len(local_dates), np.nan)
     res_o = np.full(len(local_dates), np.nan)
     ok = codes >= 0
     res_h[ok] = hol[codes[ok]]
     res_o[ok] = off[codes[ok]]
+    return res_h, res_o
+
+
+def _calendar_flags_local(local: _LocalTime) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_calendar_flags` of the local days of :class:`_LocalTime` (no dates per row)."""
+    res_h = np.full(len(local.day), np.nan)
+    res_o = np.full(len(local.day), np.nan)
+    ok = ~local.missing
+    if not ok.any():
+        return res_h, res_o
+    uniq, inv = np.unique(local.day[ok], return_inverse=True)
+    hol = np.empty(len(uniq))
+    off = np.empty(len(uniq))
+    for i, n in enumerate(uniq.tolist()):
+        hol[i], off[i] = _day_flags(_EPOCH_DATE + dt.timedelta(days=n))
+    res_h[ok] = hol[inv]
+    res_o[ok] = off[inv]
     return res_h, res_o
 
 
@@ -365,7 +465,9 @@ class EventIndex:
         self.cum = {k: np.concatenate([[0.0], np.cumsum(v[order])]) for k, v in vals.items()}
 
     def _pos(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
-        t = np.clip(np.nan_to_num(times, nan=0.0), 0, None).astype(np.int64)
+        # NaN -> 0 and negative -> 0 in one pass (``nan_to_num`` + ``clip`` cost ~10 us each
+        # on a one-row query, and a single order runs ~60 queries)
+        t = np.where(times > 0, times, 0.0).astype(np.int64)
         return np.searchsorted(self.comp, (keys << _TIME_BITS) + t, side="left")
 
     def query(
@@ -425,6 +527,93 @@ class History:
     units: pd.DataFrame | None
     text_scorer: TextScorer | None = None
     start: float = float("nan")
+    #: Per-id arrays of the side tables (built on first use, see :func:`_side_lookups`).
+    side: _SideLookups | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class _SideLookups:
+    """The side-table facts the features read, as arrays aligned with the tables' rows.
+
+    Why: reindexing the technicians / units frames per call costs ~0.2 ms each; one
+    ``get_indexer`` per table and array takes cost microseconds. ``None``: no such column.
+    """
+
+    tech_index: pd.Index | None
+    team: np.ndarray | None  # team code per technician (-1 none)
+    team_size: np.ndarray | None
+    tech_known: np.ndarray | None
+    certs: list[list[str]] | None
+    hire: np.ndarray | None  # epoch seconds
+    subcontractor: np.ndarray | None
+    unit_index: pd.Index | None
+    building_year: np.ndarray | None
+    floor: np.ndarray | None
+    area: np.ndarray | None
+
+    def tech_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each technician id in the table (-1 unknown or no table)."""
+        return _rows(self.tech_index, ids)
+
+    def unit_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each unit id in the table (-1 unknown or no table)."""
+        return _rows(self.unit_index, ids)
+
+
+def _rows(index: pd.Index | None, ids: np.ndarray) -> np.ndarray:
+    if index is None:
+        return np.full(len(ids), -1, dtype=np.int64)
+    return _codes(ids, index)
+
+
+def _take(values: np.ndarray | None, rows: np.ndarray, missing: float) -> np.ndarray:
+    """``values[rows]`` with ``missing`` for row -1 (or when there are no values)."""
+    if values is None or not len(values):
+        return np.full(len(rows), missing, dtype=np.int64 if isinstance(missing, int) else float)
+    return np.where(rows >= 0, values[np.maximum(rows, 0)], missing)
+
+
+def _side_lookups(history: History) -> _SideLookups:
+    """The history's :class:`_SideLookups`, built once (same values as reindexing per call)."""
+    if history.side is not None:
+        return history.side
+    techs, units = history.technicians, history.units
+    tech_index = team = team_size = tech_known = certs = hire = sub = None
+    if techs is not None:
+        tech_index = techs.index
+        tech_known = techs["technician_id"].notna().to_numpy()
+        if "team" in techs:
+            team_of_tech = techs["team"]
+            ids = tech_index.to_numpy(dtype=object)
+            team = _team_codes(ids, team_of_tech, history.vocab["team"])
+            team_size = team_of_tech.map(team_of_tech.value_counts()).to_numpy(
+                dtype=float, na_value=np.nan
+            )
+        if "certifications" in techs:
+            certs = [
+                str(c).split(";")
+                for c in techs["certifications"].astype("string").fillna("").to_numpy(dtype=object)
+            ]
+        if "hire_date" in techs:
+            h = pd.to_datetime(techs["hire_date"], errors="coerce")
+            if getattr(h.dt, "tz", None) is None:
+                h = h.dt.tz_localize(TIMEZONE)
+            hire = _secs(h)
+        if "employment" in techs:
+            emp = techs["employment"].astype("string")
+            sub = np.where(
+                emp.isna(), np.nan, (emp == "subcontractor").fillna(False).to_numpy(dtype=float)
+            )
+    unit_index = year = floor = area = None
+    if units is not None:
+        unit_index = units.index
+        year = _num(units["building_year"]) if "building_year" in units else None
+        floor = _num(units["floor"]) if "floor" in units else None
+        area = _num(units["area_m2"]) if "area_m2" in units else None
+    history.side = _SideLookups(
+        tech_index, team, team_size, tech_known, certs, hire, sub, unit_index, year, floor, area
+    )
+    return history.side
 
 
 def _obj_index(values) -> pd.Index:
@@ -457,7 +646,36 @@ def _team_codes(
 
 def _codes(values: np.ndarray, vocab: pd.Index) -> np.ndarray:
     """Integer code of each value in ``vocab`` (-1 for missing or unknown)."""
+    if len(values) <= 4:  # a single API order: hash lookups without building an Index
+        return np.array([_code1(vocab, v) for v in values], dtype=np.int64)
     return vocab.get_indexer(pd.Index(values, dtype=object)).astype(np.int64)
+
+
+def _code1(vocab: pd.Index, value: object) -> int:
+    if value is None:
+        return -1
+    try:
+        loc = vocab.get_loc(value)
+    except (KeyError, TypeError):
+        return -1
+    return loc if isinstance(loc, int) else -1
+
+
+def _present(values: np.ndarray) -> np.ndarray:
+    """Whether each value of an object array from :func:`_str` is present."""
+    return np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+
+
+#: Index of the contract categories (codes of ``category``).
+_CATEGORY_INDEX = pd.Index(CATEGORIES, dtype=object)
+_LEVEL_INDEX: dict[str, pd.Index] = {}
+
+
+def _level_index(col: str) -> pd.Index:
+    """Object index of a categorical feature's contract levels (built once)."""
+    if col not in _LEVEL_INDEX:
+        _LEVEL_INDEX[col] = pd.Index(list(CATEGORICAL_LEVELS[col]), dtype=object)
+    return _LEVEL_INDEX[col]
 
 
 def _pair(a: np.ndarray, b: np.ndarray, nb: int) -> np.ndarray:
@@ -477,6 +695,17 @@ def _group_keys(orders: pd.DataFrame, units: pd.DataFrame | None) -> dict[str, n
     """
     comm = _str(orders["community_id"])
     uid = _str(orders["unit_id"])
+    year = None
+    if units is not None and "building_year" in units:
+        year = units["building_year"].reindex(pd.Index(uid, dtype=object))
+        year = pd.to_numeric(year, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return _group_keys_of(comm, uid, year)
+
+
+def _group_keys_of(
+    comm: np.ndarray, uid: np.ndarray, year: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """:func:`_group_keys` from community ids, unit ids and building years (None: no table)."""
     bldg = np.array(
         [
             None
@@ -488,10 +717,8 @@ def _group_keys(orders: pd.DataFrame, units: pd.DataFrame | None) -> dict[str, n
         ],
         dtype=object,
     )
-    cohort = np.full(len(orders), None, dtype=object)
-    if units is not None and "building_year" in units:
-        year = units["building_year"].reindex(pd.Index(uid, dtype=object))
-        year = pd.to_numeric(year, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    cohort = np.full(len(uid), None, dtype=object)
+    if year is not None:
         cohort = np.array(
             [
                 None if (c is None or np.isnan(y)) else f"{c}|{int(y)}"
@@ -691,46 +918,67 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     DataFrame indexed like ``orders`` with ``order_id`` and one column per feature
     (categoricals as ``pandas.Categorical`` with the contract's levels).
     """
+    f: dict[str, Any] = feature_arrays(history, orders)
+    for col, levels in CATEGORICAL_LEVELS.items():
+        f[col] = pd.Categorical.from_codes(f[col], categories=list(levels))
+    out = pd.DataFrame(f, index=orders.index)
+    out.insert(0, "order_id", orders["order_id"].astype("string").to_numpy())
+    return out
+
+
+def feature_arrays(history: History, orders: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The computation of :func:`features_for`, as one numpy array per feature.
+
+    Categorical features are their integer codes in :data:`CATEGORICAL_LEVELS` (-1 missing or
+    unknown), which is also what LightGBM was trained on. Why a separate entry point: the API
+    scores one order per call, where building and taking apart a 100-column DataFrame costs
+    more than the features themselves; training gets the DataFrame from :func:`features_for`,
+    so both run exactly this code.
+    """
     cfg = history.config
     ev = history.events
     n = len(orders)
-    f: dict[str, np.ndarray | pd.Series] = {}
+    f: dict[str, np.ndarray] = {}
     ncat = len(CATEGORIES)
+    side = _side_lookups(history)
 
     t_rep = _secs(orders["reported_at"])
     t_dis = _secs(orders["dispatched_at"])
     t_arr = _secs(orders["arrived_at"])
     t_done = _secs(orders["completed_at"])
     cat_s = _str(orders["category"])
-    cat = _codes(cat_s, pd.Index(CATEGORIES))
-    unit = _codes(_str(orders["unit_id"]), history.vocab["unit_id"])
+    cat = _codes(cat_s, _CATEGORY_INDEX)
+    unit_ids = _str(orders["unit_id"])
+    unit = _codes(unit_ids, history.vocab["unit_id"])
     tech_ids = _str(orders["technician_id"])
     tech = _codes(tech_ids, history.vocab["technician_id"])
-    res = _codes(_str(orders["resident_id"]), history.vocab["resident_id"])
-    comm = _codes(_str(orders["community_id"]), history.vocab["community_id"])
+    res_ids = _str(orders["resident_id"])
+    res = _codes(res_ids, history.vocab["resident_id"])
+    comm_ids = _str(orders["community_id"])
+    comm = _codes(comm_ids, history.vocab["community_id"])
     unit_cat = _pair(unit, cat, ncat)
     zero = np.zeros(n, dtype=np.int64)
-    has_res = orders["resident_id"].notna().to_numpy()
-    has_tech = orders["technician_id"].notna().to_numpy()
+    has_res = _present(res_ids)
+    has_tech = _present(tech_ids)
 
     # ---- order facts --------------------------------------------------------------------
-    for col, levels in CATEGORICAL_LEVELS.items():
-        f[col] = pd.Categorical(_str(orders[col]), categories=list(levels))
-    rep_local = orders["reported_at"].dt.tz_convert(TIMEZONE)
-    done_local = orders["completed_at"].dt.tz_convert(TIMEZONE)
-    rep_hour = rep_local.dt.hour.to_numpy(dtype=float, na_value=np.nan)
+    for col in CATEGORICAL_LEVELS:
+        f[col] = cat if col == "category" else _codes(_str(orders[col]), _level_index(col))
+    rep_local = _LocalTime.of(orders["reported_at"])
+    done_local = _LocalTime.of(orders["completed_at"])
+    rep_hour = rep_local.hour
     f["report_hour"] = rep_hour
     f["report_night"] = (
         (rep_hour >= cfg.night_start_hour) | (rep_hour < cfg.night_end_hour)
     ).astype(float)
-    f["report_weekday"] = rep_local.dt.day_of_week.to_numpy(dtype=float, na_value=np.nan)
+    f["report_weekday"] = rep_local.weekday
     # season: leaks and air conditioning have their months (梅雨, summer), and so do repeats
-    f["report_month"] = rep_local.dt.month.to_numpy(dtype=float, na_value=np.nan)
-    hol, off = _calendar_flags(rep_local.dt.date)
+    f["report_month"] = rep_local.month
+    hol, off = _calendar_flags_local(rep_local)
     f["report_holiday"] = hol
     f["report_offday"] = off
-    f["complete_hour"] = done_local.dt.hour.to_numpy(dtype=float, na_value=np.nan)
-    f["linked_rework"] = orders["parent_order_id"].notna().to_numpy(dtype=float)
+    f["complete_hour"] = done_local.hour
+    f["linked_rework"] = _present(_str(orders["parent_order_id"])).astype(float)
 
     dispatch_h = (t_dis - t_rep) / _HOUR
     arrival_h = (t_arr - t_rep) / _HOUR
@@ -739,7 +987,8 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     f["arrival_hours"] = arrival_h
     f["repair_hours"] = repair_h
     f["total_hours"] = (t_done - t_rep) / _HOUR
-    sla = pd.Series(_str(orders["priority"])).map(cfg.arrival_sla_hours).to_numpy(dtype=float)
+    sla_of = cfg.arrival_sla_hours
+    sla = np.array([sla_of.get(p, np.nan) for p in _str(orders["priority"])], dtype=float)
     f["arrival_sla_ratio"] = arrival_h / sla
     f["arrival_overdue"] = np.where(np.isnan(arrival_h), np.nan, (arrival_h > sla).astype(float))
     recent = cfg.recent_days * _DAY
@@ -754,8 +1003,8 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     f["cost_yuan"] = _num(orders["cost_yuan"])
 
     # ---- description ------------------------------------------------------------------------
-    desc = orders["description"].astype("string")
-    f["desc_len"] = desc.str.len().to_numpy(dtype=float, na_value=np.nan)
+    desc = orders["description"]
+    f["desc_len"] = _text_len(desc)
     for name in ("repeat", "urgent", "annoyed"):
         f[f"cue_{name}"] = _contains_any(desc, getattr(cfg.cues, name))
     f["desc_sentiment"] = _score_texts(desc, history.text_scorer, cfg.cues)
@@ -792,7 +1041,7 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     # Poisson-gamma posterior of the unit's fault-proneness relative to an average unit of
     # its kind (indoor / public): (a + k) / (a + expected k), expected from the as-of report
     # rate per known unit of that area type
-    kind = (_str(orders["area_type"]) == "public").astype(np.int64)
+    kind = (f["area_type"] == _level_index("area_type").get_loc("public")).astype(np.int64)
     kr, _ = ev["kind_report"].query(kind, t_rep, 365 * _DAY)
     kind_units = ev["unit_first"].query(kind, t_rep)[0]
     per_unit = kr / np.maximum(kind_units, 1.0) / np.minimum(observed, 365.0)
@@ -802,24 +1051,15 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     f["unit_rework_rate"] = _shrunk(us["pos"], un, prior_rw, m)
 
     # team workload (overloaded teams rush jobs): reports so far today and in the last 24 h
-    team_of_tech = None
-    if history.technicians is not None and "team" in history.technicians:
-        team_of_tech = history.technicians["team"]
-    team = _team_codes(tech_ids, team_of_tech, history.vocab["team"])
-    midnight = _secs(rep_local.dt.floor("D"))
+    tpos = side.tech_rows(tech_ids)
+    team = _take(side.team, tpos, -1)
+    midnight = rep_local.midnight
     has_team = team >= 0
     f["team_orders_today"] = np.where(
         has_team, ev["team_report"].query(team, t_rep, t_rep - midnight)[0], np.nan
     )
     team_24h = ev["team_report"].query(team, t_rep, cfg.workload_hours * _HOUR)[0]
-    size = np.full(n, np.nan)
-    if team_of_tech is not None:
-        sizes = team_of_tech.value_counts()
-        size = (
-            pd.Series(history.technicians.reindex(pd.Index(tech_ids, dtype=object))["team"])
-            .map(sizes)
-            .to_numpy(dtype=float, na_value=np.nan)
-        )
+    size = _take(side.team_size, tpos, np.nan)
     f["team_load_24h"] = np.where(has_team, team_24h / size, np.nan)
     f["unit_cat_reworks_365d"] = ev["unit_cat_rework"].query(unit_cat, t_done, 365 * _DAY)[0]
 
@@ -840,33 +1080,17 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
         f[k] = np.where(has_tech, f[k], np.nan)
 
     certified = np.full(n, np.nan)
-    tenure = np.full(n, np.nan)
-    subcontractor = np.full(n, np.nan)
-    if history.technicians is not None:
-        tt = history.technicians.reindex(pd.Index(tech_ids, dtype=object))
-        if "certifications" in tt:
-            certs = tt["certifications"].astype("string").fillna("").to_numpy(dtype=object)
-            known = tt["technician_id"].notna().to_numpy()
-            certified = np.array(
-                [
-                    (c in str(cs_).split(";")) if k else np.nan
-                    for c, cs_, k in zip(cat_s, certs, known, strict=True)
-                ],
-                dtype=float,
-            )
-        if "hire_date" in tt:
-            hire = pd.to_datetime(tt["hire_date"], errors="coerce")
-            if getattr(hire.dt, "tz", None) is None:
-                hire = hire.dt.tz_localize(TIMEZONE)
-            tenure = (t_done - _secs(hire)) / _DAY
-        if "employment" in tt:
-            emp = tt["employment"].astype("string")
-            subcontractor = np.where(
-                emp.isna(), np.nan, (emp == "subcontractor").fillna(False).to_numpy(dtype=float)
-            )
+    if side.certs is not None:
+        certified = np.array(
+            [
+                (c in side.certs[p]) if p >= 0 and side.tech_known[p] else np.nan
+                for c, p in zip(cat_s, tpos.tolist(), strict=True)
+            ],
+            dtype=float,
+        )
     f["tech_certified"] = certified
-    f["tech_tenure_days"] = tenure
-    f["tech_subcontractor"] = subcontractor
+    f["tech_tenure_days"] = (t_done - _take(side.hire, tpos, np.nan)) / _DAY
+    f["tech_subcontractor"] = _take(side.subcontractor, tpos, np.nan)
 
     # ---- resident history ---------------------------------------------------------------------
     f["res_orders_365d"] = np.where(
@@ -906,21 +1130,11 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     f["comm_rework_rate"] = _shrunk(crs["pos"], crn, prior_rw, m)
 
     # ---- unit facts ---------------------------------------------------------------------------
-    age = np.full(n, np.nan)
-    floor = np.full(n, np.nan)
-    area = np.full(n, np.nan)
-    if history.units is not None:
-        ut = history.units.reindex(pd.Index(_str(orders["unit_id"]), dtype=object))
-        year = done_local.dt.year.to_numpy(dtype=float, na_value=np.nan)
-        if "building_year" in ut:
-            age = year - _num(ut["building_year"])
-        if "floor" in ut:
-            floor = _num(ut["floor"])
-        if "area_m2" in ut:
-            area = _num(ut["area_m2"])
-    f["building_age"] = age
-    f["floor"] = floor
-    f["area_m2"] = area
+    upos = side.unit_rows(unit_ids)
+    built = _take(side.building_year, upos, np.nan)
+    f["building_age"] = done_local.year - built
+    f["floor"] = _take(side.floor, upos, np.nan)
+    f["area_m2"] = _take(side.area, upos, np.nan)
 
     # ---- fault-proneness: the home per category, across categories, its building / cohort ----
     # Poisson-gamma posteriors (a + reports) / (a + expected reports), the expectation from the
@@ -934,7 +1148,8 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
         a + np.maximum(per_unit - per_unit_cat, 0.0) * observed
     )
     ag = cfg.group_prior
-    for g, keys in _group_keys(orders, history.units).items():
+    cohort_year = built if side.building_year is not None else None
+    for g, keys in _group_keys_of(comm_ids, unit_ids, cohort_year).items():
         code = _codes(keys, history.vocab[g])
         known = code >= 0
         g_rep = ev[f"{g}_report"].query(code, t_rep, 365 * _DAY)[0]
@@ -993,9 +1208,7 @@ def features_for(history: History, orders: pd.DataFrame) -> pd.DataFrame:
     f["background_expected"] = f["unit_proneness"] * season
     f["background_expected_cat"] = f["unit_cat_proneness"] * season
 
-    out = pd.DataFrame(f, index=orders.index)
-    out.insert(0, "order_id", orders["order_id"].astype("string").to_numpy())
-    return out
+    return f
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
