@@ -341,7 +341,9 @@ function renderQueue(data) {
     stat("overdue", label("statuses", "overdue"), "overdue"),
     stat("done", label("statuses", "done"), "done"),
   );
-  $("queue-meta").textContent = `${data.community ? `小区 ${data.community} · ` : "全部小区 · "}${data.date || ""} · 共 ${items.length} 单`;
+  const overflow = isNum(data.overflow) && data.overflow > 0 ? ` · 另有 ${data.overflow} 单超出当日容量` : "";
+  $("queue-meta").textContent =
+    `${data.community ? `小区 ${data.community}` : "全部小区"} · ${data.date || ""} · 共 ${items.length} 单${overflow}`;
   const maxHarm = Math.max(1e-9, ...items.map((i) => (isNum(i.expected_harm) ? i.expected_harm : 0)));
   const rows = items.map((item, idx) => {
     const canAssign = item.status === "open" || item.status === "overdue" || item.status === "assigned";
@@ -480,8 +482,9 @@ async function loadKpis(fromInputs = false) {
   }
 }
 
-function changeBadge(change) {
-  if (!isNum(change)) return h("span", { class: "delta flat" }, "上期无数据");
+function changeBadge(change, current) {
+  if (!isNum(current) && current !== undefined) return h("span", { class: "delta flat" }, "本期无可计算工单");
+  if (!isNum(change)) return h("span", { class: "delta flat" }, "上期无数据，无法比较");
   const pp = change * 100;
   const cls = pp > 0.05 ? "up" : pp < -0.05 ? "down" : "flat";
   const arrow = cls === "up" ? "▲" : cls === "down" ? "▼" : "■";
@@ -539,23 +542,24 @@ function renderKpis(report) {
         h("span", { class: "kpi-name" }, def.name_zh),
         h("span", { class: "kpi-key muted" }, def.key)),
       h("div", { class: "kpi-value" }, pct(overall[def.key])),
-      h("div", { class: "kpi-sub" }, changeBadge(changes[def.key])),
+      h("div", { class: "kpi-sub" }, changeBadge(changes[def.key], overall[def.key])),
       h("div", { class: "kpi-foot muted small" },
         h("span", {}, `上期 ${pct(previous[def.key])}`),
         h("span", {}, isNum(f.denominator) ? `${f.numerator} / ${f.denominator}` : "")),
       sparkline(trendSeries(report, def.key), TREND_COLORS[i % TREND_COLORS.length]));
   });
   $("kpi-cards").replaceChildren(...cards);
-  $("kpi-trend").replaceChildren(trendChart(report));
+  $("kpi-trend").replaceChildren(trendChart(report, $("kpi-trend").clientWidth));
   $("kpi-community-table").replaceChildren(...communityTable(report));
   if (period.from) $("kpi-meta").title = `统计期间 ${period.from} — ${period.to}`;
 }
 
-function trendChart(report) {
+/** A line chart of the five KPIs by month, drawn at the container's width (text stays 12px). */
+function trendChart(report, width) {
   const months = Object.keys(report.trend || {}).sort();
   if (!months.length) return h("p", { class: "empty" }, "暂无趋势数据。");
   const defs = kpiDefs();
-  const W = 960, H = 300, L = 48, R = 16, T = 16, B = 36;
+  const W = Math.max(560, Math.round(width || 960)), H = 300, L = 48, R = 36, T = 16, B = 36;
   const all = [];
   for (const m of months) for (const d of defs) if (isNum(report.trend[m][d.key])) all.push(report.trend[m][d.key]);
   if (!all.length) return h("p", { class: "empty" }, "暂无趋势数据。");
@@ -672,7 +676,7 @@ function renderReportSummary(report) {
   const best = sorted.length && changes[sorted[sorted.length - 1].key] > 0 ? sorted[sorted.length - 1] : null;
   const bullets = [];
   for (const d of kpiDefs()) {
-    bullets.push(h("li", { dataset: { kpi: d.key } }, h("b", {}, d.name_zh), `：${pct(overall[d.key])} `, changeBadge(changes[d.key])));
+    bullets.push(h("li", { dataset: { kpi: d.key } }, h("b", {}, d.name_zh), `：${pct(overall[d.key])} `, changeBadge(changes[d.key], overall[d.key])));
   }
   const lines = [];
   if (worst) lines.push(h("p", { class: "callout down" }, `下降最多：${worst.name_zh}（${(changes[worst.key] * 100).toFixed(1)} 个百分点），建议优先整改。`));
@@ -682,16 +686,56 @@ function renderReportSummary(report) {
   $("report-summary-card").hidden = false;
 }
 
-/** Sections beyond the KPIs (rectification items, hotspots...) when the report carries them. */
+/** Sections beyond the KPIs, each shown only when the report carries it (the report's own
+ * page, embedded below, has everything; these are the parts a team acts on first). */
 function reportExtras(report) {
-  const out = [];
-  const recs = report.recommendations || report.rectification_items || report.recommended_rectifications;
-  if (Array.isArray(recs) && recs.length) {
-    out.push(h("h3", {}, "建议整改事项"));
-    out.push(h("ol", { class: "recs" }, recs.slice(0, 8).map((r) =>
-      h("li", {}, typeof r === "string" ? r : (r.text_zh || r.title || r.text || r.summary || JSON.stringify(r))))));
+  const boxes = [];
+  const box = (title, key, body, note) => h("div", { class: "section-box", dataset: { section: key } },
+    h("h3", {}, title, note ? h("span", { class: "muted small" }, ` ${note}`) : null), body);
+  const list = (rows, cls = "") => h("ul", { class: `plain ${cls}` }, rows);
+  const PRIO = { high: "高", medium: "中", low: "低" };
+
+  const recs = Array.isArray(report.recommendations) ? report.recommendations : [];
+  if (recs.length) {
+    boxes.push(box("建议整改事项", "recommendations", list(recs.slice(0, 8).map((r) => h("li", {},
+      h("span", { class: `badge prio-${r.priority || "low"}` }, PRIO[r.priority] || r.priority || "—"),
+      " ", typeof r === "string" ? r : (r.title_zh || r.title || r.code),
+      r.owner_hint ? h("span", { class: "muted small" }, ` · 建议负责：${r.owner_hint}`) : null))),
+    recs.length > 8 ? `（共 ${recs.length} 项，前 8 项）` : `（共 ${recs.length} 项）`));
   }
-  return out;
+  const rect = report.rectification && report.rectification.rectifications;
+  if (rect && rect.available) {
+    const overdue = rect.overdue || [];
+    boxes.push(box("逾期整改", "rectification", overdue.length
+      ? list(overdue.slice(0, 6).map((r) => h("li", {}, h("b", {}, r.title || r.rectification_id),
+        h("span", { class: "muted small" }, ` · ${r.owner || "—"} · 逾期 ${r.days_overdue} 天`))))
+      : h("p", { class: "muted" }, `没有逾期的整改事项（进行中 ${rect.open ?? 0} 项）。`)));
+  }
+  const hot = report.hotspots;
+  if (hot && hot.available && Array.isArray(hot.hotspot_units)) {
+    boxes.push(box("返修热点房屋", "hotspots", hot.hotspot_units.length
+      ? list(hot.hotspot_units.slice(0, 6).map((u) => h("li", {}, h("b", { class: "mono" }, u.unit_id),
+        ` ${u.community_id || ""} · 复报 ${u.repeat_orders} 次 · `,
+        (u.categories || []).map((c) => label("categories", c)).join("、"))))
+      : h("p", { class: "muted" }, "本期没有返修热点房屋。"),
+    isNum(hot.repeat_orders) ? `（本期返修复报 ${hot.repeat_orders} 单）` : ""));
+  }
+  const drivers = report.drivers;
+  if (drivers && drivers.available) {
+    const rows = drivers.rework_risk || drivers.rework || drivers.combined || [];
+    if (rows.length) {
+      boxes.push(box("返修风险主要驱动因素", "drivers",
+        list(rows.slice(0, 5).map((r) => h("li", {}, r.text || r.name_zh || r.feature || r.code)), "numbered")));
+    }
+  }
+  const comments = report.comments;
+  if (comments && comments.available && Array.isArray(comments.themes) && comments.themes.length) {
+    boxes.push(box("差评主题", "comments", h("div", { class: "chips" },
+      comments.themes.slice(0, 10).map((t) => h("span", { class: "chip" }, t.keyword,
+        h("small", {}, ` ${t.n_negative}`)))),
+    isNum(comments.negative_comments) ? `（差评 ${comments.negative_comments} 条）` : ""));
+  }
+  return boxes.length ? [h("div", { class: "sections" }, boxes)] : [];
 }
 
 /* ------------------------------------------------------------------ start */
