@@ -17,7 +17,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.config import Settings
 from serving.observability import Metrics, configure_logging
-from serving.routes import admin, dashboard, health, score
+from serving.routes import (
+    admin,
+    appeals,
+    dashboard,
+    health,
+    inspections,
+    outcomes,
+    rectifications,
+    score,
+)
 from serving.state import ServiceState
 
 log = logging.getLogger("serving")
@@ -104,5 +113,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router, tags=["health"])
     app.include_router(score.router, tags=["score"])
     app.include_router(admin.router, tags=["admin"])
+    app.include_router(outcomes.router, tags=["quality loop: outcomes"])
+    app.include_router(inspections.router, tags=["quality loop: inspection queue"])
+    app.include_router(rectifications.router, tags=["quality loop: rectification"])
+    app.include_router(appeals.router, tags=["quality loop: appeals"])
     app.include_router(dashboard.router)
     return app

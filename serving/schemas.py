@@ -8,11 +8,22 @@ API as in a file's quarantine.
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    create_model,
+    model_validator,
+)
 
-from models.schemas import ORDERS, TECHNICIANS, UNITS, Column, Table
+from models.schemas import CATEGORIES, ORDERS, TECHNICIANS, UNITS, Column, Table
 
 _LOOSE: dict[str, Any] = {
     "string": str | None,
@@ -181,16 +192,350 @@ class ModelInfo(BaseModel):
     policy_version: str
 
 
-class OutcomeIn(BaseModel):
-    """A later outcome of a scored order (inspection result, rating, complaint)."""
+# --------------------------------------------------------------------------------------------
+# Quality loop (质量闭环): outcomes, inspection queue, rectification, appeals
+# --------------------------------------------------------------------------------------------
 
+#: Longest id-like field (inspector, owner, technician, defect code): the store's id length.
+_ID = 64
+#: Longest free text (comment, notes, reason, evidence item).
+_TEXT = 2000
+#: Most defect codes / photos / evidence items on one record.
+_ITEMS = 50
+
+_Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_ID)]
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_TEXT)]
+_Url = Annotated[str, AfterValidator(lambda v: _http_url(v))]
+
+
+def _http_url(value: str) -> str:
+    """A photo / evidence link must be an absolute http(s) URL (files live elsewhere)."""
+    AnyHttpUrl(value)  # raises a ValueError naming the problem
+    return value
+
+
+class _Strict(BaseModel):
+    """Unknown fields are errors: a typo (``ratting``) must not be dropped silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+FOLLOWUP_EXAMPLE: dict[str, Any] = {
+    "order_id": "WO202405010001",
+    "rating": 2,
+    "comment": "修完第二天又开始滴水，师傅也没留联系方式",
+    "complaint": True,
+    "followed_up_at": "2024-05-04 10:30:00",
+    "source": "客服回访",
+}
+INTERNAL_EXAMPLE: dict[str, Any] = {
+    "order_id": "WO202405010001",
+    "kind": "internal",
+    "passed": False,
+    "defect_codes": ["leak_remains", "site_not_cleaned"],
+    "inspector": "质检员-张伟",
+    "notes": "接口处仍有渗水，现场未清理",
+    "photos": ["https://files.example.com/qc/WO202405010001/1.jpg"],
+    "inspected_at": "2024-05-02 15:00:00",
+}
+THIRD_PARTY_EXAMPLE: dict[str, Any] = {
+    "order_id": "WO202405010002",
+    "kind": "third_party",
+    "passed": True,
+    "defect_codes": [],
+    "inspector": "李工",
+    "agency": "上海建科工程质量检测有限公司",
+    "notes": "维修到位，业主认可",
+    "photos": [],
+    "inspected_at": "2024-05-06 09:20:00",
+}
+
+
+class FollowupIn(_Strict):
+    """A follow-up result (回访): at least one of rating, comment, complaint."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [FOLLOWUP_EXAMPLE]})
+    order_id: _Id
+    rating: int | None = Field(None, ge=1, le=5, description="回访评价 5 非常满意 … 1 非常不满意")
+    comment: _Text | None = Field(None, description="业主意见 (free text)")
+    complaint: bool | None = Field(None, description="a complaint was filed (投诉)")
+    followed_up_at: dt.datetime = Field(..., description="回访时间; no offset = Asia/Shanghai")
+    source: _Id | None = Field(None, description="who recorded it (客服, 系统名)")
+
+    @model_validator(mode="after")
+    def _something(self) -> FollowupIn:
+        if self.rating is None and self.comment is None and self.complaint is None:
+            raise ValueError("give at least one of rating, comment, complaint")
+        return self
+
+
+class InspectionIn(_Strict):
+    """An inspection result: internal (内部质检) or third-party (第三方抽检, needs ``agency``).
+
+    A failed inspection names at least one defect code (what to rectify).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [INTERNAL_EXAMPLE, THIRD_PARTY_EXAMPLE]}
+    )
+    order_id: _Id
+    kind: Literal["internal", "third_party"]
+    passed: StrictBool = Field(..., description="合格 true / 不合格 false")
+    defect_codes: list[_Id] = Field(default_factory=list, max_length=_ITEMS)
+    inspector: _Id = Field(..., description="质检员")
+    agency: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+        | None
+    ) = Field(  # noqa: E501
+        None, description="第三方机构 (third_party only, required there)"
+    )
+    notes: _Text | None = None
+    photos: list[_Url] = Field(default_factory=list, max_length=_ITEMS, description="照片 URL")
+    inspected_at: dt.datetime = Field(..., description="质检时间; no offset = Asia/Shanghai")
+    source: _Id | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InspectionIn:
+        if self.kind == "third_party" and self.agency is None:
+            raise ValueError("agency: required for a third_party result")
+        if self.kind == "internal" and self.agency is not None:
+            raise ValueError("agency: only third_party results name an agency")
+        if not self.passed and not self.defect_codes:
+            raise ValueError("defect_codes: a failed inspection needs at least one defect code")
+        return self
+
+
+class OutcomesIn(_Strict):
+    """Outcomes to record (1 to 10,000 in total); the request is atomic (all or nothing)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"followups": [FOLLOWUP_EXAMPLE], "inspections": [INTERNAL_EXAMPLE]},
+                {"inspections": [THIRD_PARTY_EXAMPLE]},
+            ]
+        },
+    )
+    followups: list[FollowupIn] = Field(default_factory=list, max_length=10_000)
+    inspections: list[InspectionIn] = Field(default_factory=list, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> OutcomesIn:
+        if not self.followups and not self.inspections:
+            raise ValueError("give at least one follow-up or inspection")
+        return self
+
+
+class Recorded(BaseModel):
+    """One recorded outcome: its id and whether the same content was already recorded."""
+
+    id: int
     order_id: str
-    kind: str = Field(..., examples=["inspection_result"], max_length=32)
-    value: Any = Field(None, examples=[{"passed": False, "note": "防水层未做闭水试验"}])
-    source: str | None = Field(None, examples=["third_party"], max_length=64)
+    duplicate: bool
 
 
-class OutcomesIn(BaseModel):
-    """Outcomes to record."""
+class OutcomesOut(BaseModel):
+    """What was recorded; ``duplicate`` entries were identical re-sends (nothing added)."""
 
-    outcomes: list[OutcomeIn] = Field(..., min_length=1, max_length=10_000)
+    recorded: int
+    duplicates: int
+    followups: list[Recorded]
+    inspections: list[Recorded]
+
+
+class AssignIn(_Strict):
+    """Send an inspector to a flagged order (指派质检员)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"inspector": "质检员-张伟"}]}
+    )
+    inspector: _Id
+
+
+class QueueCounts(BaseModel):
+    """Items of the queue per status."""
+
+    open: int
+    assigned: int
+    done: int
+    overdue: int
+
+
+class QueueItem(BaseModel):
+    """A flagged order in the queue, with its expected harm and status."""
+
+    decision_id: str
+    order_id: str
+    community_id: str | None
+    category: str | None
+    priority: str | None
+    technician_id: str | None
+    completed_at: str
+    rework_risk: float
+    dissatisfaction_prob: float
+    severity: float
+    expected_harm: float = Field(
+        ..., description="max(rework_risk, dissatisfaction_prob) × severity"
+    )
+    status: Literal["open", "assigned", "done", "overdue"]
+    assignee: str | None
+    due_at: str
+    inspection_reasons: list[InspectionReason]
+    reasons: list[Reason]
+
+
+class QueueOut(BaseModel):
+    """The day's inspection queue (质检任务队列) of a community, or of all communities."""
+
+    date: str
+    community: str | None
+    capacity: int = Field(..., description="inspections per community per day (policy)")
+    counts: QueueCounts
+    overflow: int = Field(..., description="flagged orders beyond capacity (not listed)")
+    items: list[QueueItem]
+
+
+RECTIFICATION_EXAMPLE: dict[str, Any] = {
+    "title": "C001 防水类返修偏高：闭水试验48小时后方可完工",
+    "owner": "工程部-王经理",
+    "deadline": "2024-06-30 18:00:00",
+    "cause_category": "waterproofing",
+    "cause_defect_code": "leak_remains",
+    "cause_community_id": "C001",
+    "source_order_id": "WO202405010001",
+    "evidence": ["https://files.example.com/rx/plan.pdf"],
+}
+
+
+class RectificationIn(_Strict):
+    """A rectification item (问题整改): what, who, by when, and the cause it targets."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [RECTIFICATION_EXAMPLE]}
+    )
+    title: _Text
+    owner: _Id = Field(..., description="责任人")
+    deadline: dt.datetime = Field(..., description="整改期限; no offset = Asia/Shanghai")
+    cause_category: Literal[CATEGORIES] | None = None  # type: ignore[valid-type]
+    cause_defect_code: _Id | None = None
+    cause_technician_id: _Id | None = None
+    cause_community_id: _Id | None = None
+    source_order_id: _Id | None = None
+    evidence: list[_Text] = Field(default_factory=list, max_length=_ITEMS, description="整改证据")
+
+    @model_validator(mode="after")
+    def _has_cause(self) -> RectificationIn:
+        if not any(
+            (self.cause_category, self.cause_defect_code, self.cause_technician_id,
+             self.cause_community_id)
+        ):  # fmt: skip
+            raise ValueError(
+                "cause: give at least one of cause_category, cause_defect_code, "
+                "cause_technician_id, cause_community_id"
+            )
+        return self
+
+
+class RectificationUpdate(_Strict):
+    """Changes to an item; evidence is appended; a re-inspection result may move the status."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"status": "done", "evidence": ["https://files.example.com/rx/after.jpg"]},
+                {
+                    "reinspection_passed": True,
+                    "reinspection_note": "复查合格",
+                    "status": "verified",
+                },
+            ]
+        },
+    )
+    title: _Text | None = None
+    owner: _Id | None = None
+    deadline: dt.datetime | None = None
+    status: Literal["open", "in_progress", "done", "verified"] | None = None
+    cause_category: Literal[CATEGORIES] | None = None  # type: ignore[valid-type]
+    cause_defect_code: _Id | None = None
+    cause_technician_id: _Id | None = None
+    cause_community_id: _Id | None = None
+    evidence: list[_Text] = Field(default_factory=list, max_length=_ITEMS)
+    reinspection_passed: StrictBool | None = Field(None, description="复查结果")
+    reinspection_note: _Text | None = None
+
+
+class RectificationOut(BaseModel):
+    """A rectification item; ``status`` is ``overdue`` past the deadline while not done."""
+
+    rectification_id: str
+    title: str
+    owner: str
+    deadline: str
+    status: Literal["open", "in_progress", "done", "verified", "overdue"]
+    stored_status: str
+    cause_category: str | None
+    cause_defect_code: str | None
+    cause_technician_id: str | None
+    cause_community_id: str | None
+    source_order_id: str | None
+    evidence: list[str]
+    reinspection_passed: bool | None
+    reinspection_note: str | None
+    reinspected_at: str | None
+    done_at: str | None
+    created_at: str
+    updated_at: str
+    history: list[dict[str, Any]] | None = Field(None, description="every change, oldest first")
+
+
+class AppealIn(_Strict):
+    """A technician's appeal of an inspection result (申诉)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "inspection_id": 12,
+                    "technician_id": "T017",
+                    "reason": "渗水来自楼上住户管道，不是本次维修的部位，有现场照片为证",
+                }
+            ]
+        },
+    )
+    inspection_id: int = Field(..., ge=1)
+    technician_id: _Id
+    reason: _Text
+
+
+class AppealDecisionIn(_Strict):
+    """A reviewer's final decision: ``upheld`` overturns the inspection result."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"decision": "upheld", "reviewer": "品质部-刘经理", "note": "复核属实，撤销不合格"}
+            ]
+        },
+    )
+    decision: Literal["upheld", "rejected"]
+    reviewer: _Id
+    note: _Text | None = None
+
+
+class AppealOut(BaseModel):
+    """An appeal and, once decided, its decision."""
+
+    appeal_id: str
+    inspection_id: int
+    order_id: str
+    technician_id: str
+    reason: str
+    status: Literal["pending", "upheld", "rejected"]
+    submitted_at: str
+    reviewer: str | None
+    decision_note: str | None
+    decided_at: str | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -107,7 +108,7 @@ def test_401_without_or_with_unknown_key(service, method, path, body):
         ("quality", "post", "/v1/score", {"orders": [{}]}),
         ("system", "post", "/v1/admin/reload", None),
         ("quality", "get", "/v1/admin/policy", None),
-        ("system", "post", "/v1/outcomes", {"outcomes": [{"order_id": "x", "kind": "rating"}]}),
+        ("system", "get", "/v1/inspections/queue", None),
         ("system", "get", "/v1/decisions/x", None),
     ],
 )
@@ -196,20 +197,20 @@ def test_concurrent_scores_lose_no_write(service):
 
 def test_outcomes_and_policy(service):
     client, keys, new, _ = service
+    order = new.iloc[0]
+    at = (order["completed_at"] + dt.timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S")
+    inspection = {
+        "order_id": order["order_id"],
+        "kind": "internal",
+        "passed": True,
+        "inspector": "质检员",
+        "inspected_at": at,
+    }
     r = client.post(
-        "/v1/outcomes",
-        json={
-            "outcomes": [
-                {
-                    "order_id": new["order_id"].iloc[0],
-                    "kind": "inspection_result",
-                    "value": {"passed": True},
-                }
-            ]
-        },
-        headers=auth(keys["quality"]),
+        "/v1/outcomes", json={"inspections": [inspection]}, headers=auth(keys["quality"])
     )
-    assert r.json() == {"recorded": 1}
+    assert r.status_code == 200, r.text
+    assert r.json()["recorded"] == 1
     pol = client.get("/v1/admin/policy", headers=auth(keys["admin"])).json()
     assert pol["version"] == "2025.1" and 0 < pol["sampling_base"] < 1
 

@@ -1,4 +1,4 @@
-"""Admin (reload, policy) and quality (outcomes, decisions) routes."""
+"""Admin (reload, policy) and quality (decisions) routes; outcomes: ``serving.routes.outcomes``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, HTTPException, status
 
 from serving.deps import get_state, require
 from serving.model_source import ModelLoadError
-from serving.schemas import OutcomesIn
 from serving.state import ServiceState
 from serving.store import tables as T
 
@@ -44,17 +43,6 @@ def policy(
 ) -> dict[str, Any]:
     """The validated policy, with the solved sampling base."""
     return {**dataclasses.asdict(state.policy), "sampling_base": state.scorer.base}
-
-
-@router.post("/v1/outcomes", summary="Record later outcomes of scored orders")
-def outcomes(
-    body: OutcomesIn,
-    state: ServiceState = Depends(get_state),  # noqa: B008
-    _role: str = Depends(require("quality")),  # noqa: B008
-) -> dict[str, int]:
-    """Inspection results, ratings, complaints: the quality loop's input."""
-    n = state.store.add_outcomes([o.model_dump() for o in body.outcomes])
-    return {"recorded": n}
 
 
 @router.get("/v1/decisions/{order_id}", summary="Every recorded decision of an order")

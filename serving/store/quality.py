@@ -247,6 +247,12 @@ class QualityLoopStore:
                     out[d["order_id"]] = d
         return out
 
+    def has_community(self, community_id: str) -> bool:
+        """Whether any stored order belongs to the community (a typo must not look empty)."""
+        with self.engine.connect() as conn:
+            q = sa.select(T.orders.c.order_id).where(T.orders.c.community_id == community_id)
+            return conn.execute(q.limit(1)).first() is not None
+
     # ---- outcomes in --------------------------------------------------------------------
     def _append(
         self,
@@ -472,13 +478,14 @@ class QualityLoopStore:
 
     def inspection_queue(
         self,
-        community_id: str,
+        community_id: str | None,
         day: dt.date,
         cfg: InspectionQueue,
         now: dt.datetime | None = None,
     ) -> dict[str, Any]:
         """The community's inspection queue for a local day (质检任务队列).
 
+        ``community_id`` None: every community, each within its own capacity.
         Candidates: orders whose latest decision requires a mandatory inspection, completed on
         ``day`` (Asia/Shanghai), plus those completed in the ``carry_over_days`` before it that
         are still not inspected. Ranked by expected harm = max(rework_risk,
@@ -544,9 +551,18 @@ class QualityLoopStore:
                     "reasons": list(d["reasons"] or []),
                 }
             )
-        items.sort(key=lambda x: (-x["expected_harm"], x["completed_at"], x["order_id"]))
+
+        def rank(x: dict[str, Any]) -> tuple[float, str, str]:
+            return (-x["expected_harm"], x["completed_at"], x["order_id"])
+
         cap = cfg.capacity_per_community_day
-        shown = items[:cap]
+        per_community: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for it in items:
+            per_community[it["community_id"]].append(it)
+        shown = []
+        for its in per_community.values():  # capacity is per community and day
+            shown += sorted(its, key=rank)[:cap]
+        shown.sort(key=rank)
         counts = dict.fromkeys(QUEUE_STATUSES, 0)
         for it in shown:
             counts[it["status"]] += 1
@@ -853,6 +869,28 @@ class QualityLoopStore:
                 raise ConflictError(f"appeal {appeal_id} is already decided ({exists})")
         return self.get_appeal(appeal_id)
 
+    def order_history(self, order_id: str) -> dict[str, Any]:
+        """An order's recorded outcomes as JSON-ready records (oldest first)."""
+        out = self.outcomes_frame()
+        out = out[out["order_id"] == order_id]
+        ins = self.inspections_frame()
+        ins = ins[ins["order_id"] == order_id]
+        ap = self.appeals_frame()
+        ap = ap[ap["order_id"] == order_id]
+        return {
+            "order_id": order_id,
+            "followups": _records(
+                out[out["kind"] == FOLLOWUP].drop(columns=["rework_order_id", "rework_via"])
+            ),
+            "reworks": _records(
+                out[out["kind"] == REWORK][
+                    ["outcome_id", "rework_order_id", "rework_via", "observed_at", "recorded_at"]
+                ]
+            ),
+            "inspections": _records(ins),
+            "appeals": _records(ap),
+        }
+
     # ---- frames for reports, dossiers and export --------------------------------------------
     def decisions_frame(
         self,
@@ -1064,6 +1102,23 @@ def _rect_view(r: dict[str, Any], now: dt.datetime | None = None) -> dict[str, A
     out["status"] = "overdue" if overdue else stored
     out["stored_status"] = stored
     return {k: out[k] for k in RECTIFICATION_COLUMNS}
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Frame rows as JSON-ready dicts: ISO times, None for missing values."""
+    out = []
+    for rec in frame.to_dict("records"):
+        row = {}
+        for k, v in rec.items():
+            if isinstance(v, pd.Timestamp):
+                v = v.isoformat()
+            elif v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v):
+                v = None
+            elif hasattr(v, "item") and not isinstance(v, list | dict):
+                v = v.item()
+            row[k] = v
+        out.append(row)
+    return out
 
 
 def _appeal_view(r: dict[str, Any]) -> dict[str, Any]:

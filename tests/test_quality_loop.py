@@ -1,0 +1,406 @@
+"""Quality-loop routes: outcomes, queue, assignments, rectification, appeals, rework links.
+
+Every route: happy path, invalid input (exact message), 401 and 403.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.config import Settings
+from serving.main import create_app
+from serving.store.db import Store, make_engine
+from tests.serving_fixtures import SECRET, payload, train_model_dir
+
+FMT = "%Y-%m-%d %H:%M:%S"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qloop")
+    model_dir, orders = train_model_dir(root / "model", seed=5)
+    done = orders[orders["status"] == "completed"].sort_values("completed_at")
+    url = f"sqlite:///{root / 'audit.db'}"
+    served = root / "served"
+    shutil.copytree(model_dir, served)
+    settings = Settings(
+        sampling_secret=SECRET,
+        database_url=url,
+        model_dir=served,
+        history_refresh_seconds=0,
+        reference_orders=200,
+    )
+    with TestClient(create_app(settings)) as client:
+        store = Store(make_engine(url))
+        keys = {role: store.create_key(role)[1] for role in ("system", "quality", "admin")}
+        body = {"orders": payload(done.iloc[:-100])}
+        r = client.post("/v1/score", json=body, headers=auth(keys["system"]))
+        assert r.status_code == 200, r.text[:300]
+        decisions = pd.DataFrame(r.json()["decisions"])
+        yield client, keys, done, decisions, store
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def after(order: pd.Series, hours: float) -> str:
+    return (order["completed_at"] + dt.timedelta(hours=hours)).strftime(FMT)
+
+
+def inspection(order: pd.Series, **kw) -> dict:
+    body = {
+        "order_id": order["order_id"],
+        "kind": "internal",
+        "passed": True,
+        "inspector": "质检员-张伟",
+        "inspected_at": after(order, 5),
+    }
+    return {**body, **kw}
+
+
+ROUTES = [
+    ("post", "/v1/outcomes", {"followups": []}),
+    ("get", "/v1/outcomes/x", None),
+    ("get", "/v1/inspections/queue", None),
+    ("post", "/v1/inspections/x/assign", {"inspector": "a"}),
+    ("post", "/v1/rectifications", {}),
+    ("get", "/v1/rectifications", None),
+    ("get", "/v1/rectifications/x", None),
+    ("patch", "/v1/rectifications/x", {}),
+    ("delete", "/v1/rectifications/x", None),
+    ("post", "/v1/appeals", {}),
+    ("get", "/v1/appeals", None),
+    ("get", "/v1/appeals/x", None),
+    ("post", "/v1/appeals/x/decision", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+def test_401_without_or_with_unknown_key(service, method, path, body):
+    client = service[0]
+    kw = {"json": body} if body is not None else {}
+    assert client.request(method, path, **kw).status_code == 401
+    r = client.request(method, path, headers=auth("rqc_nope"), **kw)
+    assert r.status_code == 401 and r.json()["detail"] == "missing or unknown API key"
+
+
+#: Who may not: system only records outcomes and appeals; nobody but quality/admin works queues.
+FORBIDDEN = [
+    ("system", m, p, b)
+    for m, p, b in ROUTES
+    if (m, p) not in (("post", "/v1/outcomes"), ("post", "/v1/appeals"))
+]
+
+
+@pytest.mark.parametrize(("role", "method", "path", "body"), FORBIDDEN)
+def test_403_for_the_wrong_role(service, role, method, path, body):
+    client, keys, *_ = service
+    kw = {"json": body} if body is not None else {}
+    r = client.request(method, path, headers=auth(keys[role]), **kw)
+    assert r.status_code == 403
+    assert r.json()["detail"].startswith(f"role '{role}' may not do this")
+
+
+def test_outcomes_recorded_idempotent_and_listed(service):
+    client, keys, done, *_ = service
+    o = done.iloc[10]
+    fu = {
+        "order_id": o["order_id"],
+        "rating": 2,
+        "comment": "第二天又漏水了",
+        "complaint": True,
+        "followed_up_at": after(o, 48),
+    }
+    body = {"followups": [fu], "inspections": [inspection(o, passed=False, defect_codes=["leak"])]}
+    r = client.post("/v1/outcomes", json=body, headers=auth(keys["system"]))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["recorded"] == 2 and out["duplicates"] == 0
+    again = client.post("/v1/outcomes", json=body, headers=auth(keys["quality"])).json()
+    assert again["recorded"] == 0 and again["duplicates"] == 2
+    assert again["inspections"][0]["id"] == out["inspections"][0]["id"]
+    fixed = {**fu, "rating": 3, "followed_up_at": after(o, 49)}  # a correction: latest wins
+    client.post("/v1/outcomes", json={"followups": [fixed]}, headers=auth(keys["quality"]))
+    hist = client.get(f"/v1/outcomes/{o['order_id']}", headers=auth(keys["quality"])).json()
+    assert [f["rating"] for f in hist["followups"]] == [2, 3]
+    assert [f["is_latest"] for f in hist["followups"]] == [False, True]
+    assert hist["inspections"][0]["defect_codes"] == ["leak"]
+    assert hist["followups"][0]["observed_at"].endswith("+08:00")
+    r = client.get("/v1/outcomes/nope", headers=auth(keys["quality"]))
+    assert r.status_code == 404 and r.json()["detail"] == "order nope is unknown"
+
+
+def test_invalid_outcomes_name_each_field_and_record_nothing(service, tmp_path):
+    client, keys, done, _, store = service
+    o = done.iloc[11]
+    before = len(store.inspections_frame())
+    body = {
+        "followups": [
+            {"order_id": o["order_id"], "rating": 7, "followed_up_at": after(o, 1)},
+            {"order_id": o["order_id"], "ratting": 3, "followed_up_at": after(o, 1)},
+        ],
+        "inspections": [
+            inspection(o, passed=False),
+            inspection(o, kind="third_party"),
+            inspection(o, photos=["ftp://x/y.jpg"]),
+        ],
+    }
+    r = client.post("/v1/outcomes", json=body, headers=auth(keys["quality"]))
+    assert r.status_code == 422
+    assert r.json()["detail"] == [
+        "followups[0].rating: Input should be less than or equal to 5",
+        "followups[1].ratting: Extra inputs are not permitted",
+        "inspections[0].defect_codes: a failed inspection needs at least one defect code",
+        "inspections[1].agency: required for a third_party result",
+        "inspections[2].photos[0]: URL scheme should be 'http' or 'https'",
+    ]
+    body = {
+        "followups": [{"order_id": "WO-NONE", "rating": 5, "followed_up_at": after(o, 1)}],
+        "inspections": [
+            inspection(o, inspected_at=after(o, -1)),
+            inspection(o, inspected_at="2999-01-01 00:00:00"),
+            inspection(o),  # valid, but the request is atomic
+        ],
+    }
+    r = client.post("/v1/outcomes", json=body, headers=auth(keys["quality"]))
+    assert r.status_code == 422
+    shown = o["completed_at"].strftime(FMT)
+    assert r.json()["detail"] == [
+        "followups[0].order_id: unknown order WO-NONE (send it to POST /v1/score first)",
+        f"inspections[0].inspected_at: before the order's completion ({shown})",
+        "inspections[1].inspected_at: in the future",
+    ]
+    r = client.post("/v1/outcomes", json={}, headers=auth(keys["quality"]))
+    assert r.json()["detail"] == ["body: give at least one follow-up or inspection"]
+    assert len(store.inspections_frame()) == before
+
+
+def _busiest_day(decisions: pd.DataFrame, done: pd.DataFrame) -> tuple[str, dt.date]:
+    flagged = decisions[decisions["mandatory_inspection"]].merge(
+        done[["order_id", "community_id", "completed_at"]], on="order_id"
+    )
+    flagged["day"] = flagged["completed_at"].dt.date
+    (community, day), _n = max(
+        flagged.groupby(["community_id", "day"]).size().items(), key=lambda kv: kv[1]
+    )
+    return community, day
+
+
+def test_queue_by_expected_harm_within_capacity_and_status(service):
+    client, keys, done, decisions, store = service
+    community, day = _busiest_day(decisions, done)
+    url = f"/v1/inspections/queue?community={community}&date={day}"
+    r = client.get(url, headers=auth(keys["quality"]))
+    assert r.status_code == 200, r.text
+    q = r.json()
+    assert q["date"] == day.isoformat() and q["community"] == community and q["capacity"] == 5
+    items = q["items"]
+    assert 1 <= len(items) <= 5
+    harms = [i["expected_harm"] for i in items]
+    assert harms == sorted(harms, reverse=True)
+    for i in items:
+        risk = max(i["rework_risk"], i["dissatisfaction_prob"])
+        assert i["expected_harm"] == pytest.approx(risk * i["severity"])
+        assert i["community_id"] == community and i["inspection_reasons"]
+    # the data is from 2024: anything not inspected is past its deadline
+    assert {i["status"] for i in items} == {"overdue"}
+    assert sum(q["counts"].values()) == len(items)
+    # an undone order of an earlier day is carried over; one of the day stays once done
+    top = next(i["order_id"] for i in items if i["completed_at"].startswith(day.isoformat()))
+    r = client.post(
+        f"/v1/inspections/{top}/assign",
+        json={"inspector": "质检员-李"},
+        headers=auth(keys["quality"]),
+    )
+    assert r.status_code == 200 and r.json()["inspector"] == "质检员-李"
+    order = done.set_index("order_id").loc[top]
+    order["order_id"] = top
+    r = client.post(
+        "/v1/outcomes", json={"inspections": [inspection(order)]}, headers=auth(keys["quality"])
+    )
+    assert r.status_code == 200, r.text
+    q2 = client.get(url, headers=auth(keys["quality"])).json()
+    mine = next(i for i in q2["items"] if i["order_id"] == top)
+    assert mine["status"] == "done" and mine["assignee"] == "质检员-李"
+    assert q2["counts"]["done"] >= 1
+    # every community: each within its own capacity
+    allq = client.get(f"/v1/inspections/queue?date={day}", headers=auth(keys["quality"])).json()
+    assert allq["community"] is None
+    per = pd.Series([i["community_id"] for i in allq["items"]]).value_counts()
+    assert (per <= 5).all()
+    # invalid input, unknown community, assignment refusals
+    r = client.get("/v1/inspections/queue?date=2024-13-01", headers=auth(keys["quality"]))
+    assert r.status_code == 422
+    assert r.json()["detail"] == ["date: Input should be a valid date or datetime, month value "
+                                  "is outside expected range of 1-12"]  # fmt: skip
+    r = client.get("/v1/inspections/queue?community=NOPE", headers=auth(keys["quality"]))
+    assert r.status_code == 404 and r.json()["detail"] == "community NOPE has no orders"
+    r = client.post(f"/v1/inspections/{top}/assign", json={}, headers=auth(keys["quality"]))
+    assert r.json()["detail"] == ["inspector: Field required"]
+    r = client.post(
+        f"/v1/inspections/{top}/assign", json={"inspector": "x"}, headers=auth(keys["quality"])
+    )
+    assert r.status_code == 409 and r.json()["detail"] == f"order {top} is already inspected"
+    r = client.post(
+        "/v1/inspections/none/assign", json={"inspector": "x"}, headers=auth(keys["admin"])
+    )
+    assert r.status_code == 404 and r.json()["detail"] == "order none was never scored"
+
+
+def test_new_order_reworking_a_stored_one_is_linked(service):
+    client, keys, done, *_ = service
+    parent = done.iloc[-100]
+    child = done.iloc[-99:-98].copy()
+    child["parent_order_id"] = parent["order_id"]
+    for h, c in enumerate(("reported_at", "dispatched_at", "arrived_at", "completed_at")):
+        child[c] = parent["completed_at"] + dt.timedelta(days=1, hours=h)
+    child["unit_id"] = "U-other"
+    for o in (done.iloc[-100:-99], child):
+        r = client.post("/v1/score", json={"orders": payload(o)}, headers=auth(keys["system"]))
+        assert r.status_code == 200, r.text
+    hist = client.get(f"/v1/outcomes/{parent['order_id']}", headers=auth(keys["quality"])).json()
+    links = [(x["rework_order_id"], x["rework_via"]) for x in hist["reworks"]]
+    assert (child["order_id"].iloc[0], "parent_order_id") in links
+
+
+def test_rectification_crud(service):
+    client, keys, done, *_ = service
+    h = auth(keys["quality"])
+    deadline = (pd.Timestamp.now(tz="Asia/Shanghai") + pd.Timedelta(days=30)).strftime(FMT)
+    body = {
+        "title": "防水返修偏高：闭水试验48小时",
+        "owner": "工程部-王经理",
+        "deadline": deadline,
+        "cause_category": "waterproofing",
+        "cause_community_id": "C001",
+        "source_order_id": done["order_id"].iloc[0],
+    }
+    r = client.post("/v1/rectifications", json=body, headers=h)
+    assert r.status_code == 201, r.text
+    item = r.json()
+    rid = item["rectification_id"]
+    assert item["status"] == "open" and item["history"][0]["action"] == "created"
+    bad = {k: v for k, v in body.items() if not k.startswith("cause")}
+    r = client.post("/v1/rectifications", json=bad, headers=h)
+    assert r.status_code == 422
+    assert r.json()["detail"] == [
+        "cause: give at least one of cause_category, cause_defect_code, cause_technician_id, "
+        "cause_community_id"
+    ]
+    r = client.post("/v1/rectifications", json={**body, "cause_category": "roof"}, headers=h)
+    assert r.json()["detail"][0].startswith("cause_category: Input should be 'plumbing'")
+    r = client.post("/v1/rectifications", json={**body, "source_order_id": "X"}, headers=h)
+    assert r.json()["detail"] == ["source_order_id: unknown order X"]
+    r = client.patch(f"/v1/rectifications/{rid}", json={"status": "verified"}, headers=h)
+    assert (
+        r.status_code == 409 and r.json()["detail"] == "status: cannot move from open to verified"
+    )
+    r = client.patch(
+        f"/v1/rectifications/{rid}",
+        json={"status": "done", "evidence": ["https://files.example.com/a.jpg"]},
+        headers=h,
+    )
+    assert r.status_code == 200 and r.json()["status"] == "done" and r.json()["done_at"]
+    r = client.patch(
+        f"/v1/rectifications/{rid}",
+        json={"reinspection_passed": True, "status": "verified"},
+        headers=h,
+    )
+    assert r.json()["status"] == "verified" and r.json()["reinspection_passed"] is True
+    r = client.patch(f"/v1/rectifications/{rid}", json={"status": "closed"}, headers=h)
+    assert r.status_code == 422
+    assert r.json()["detail"] == [
+        "status: Input should be 'open', 'in_progress', 'done' or 'verified'"
+    ]
+    listed = client.get("/v1/rectifications?status=verified", headers=h).json()
+    assert rid in [x["rectification_id"] for x in listed]
+    r = client.get("/v1/rectifications?status=lost", headers=h)
+    assert r.status_code == 422 and r.json()["detail"][0].startswith("status: String should match")
+    assert client.get(f"/v1/rectifications/{rid}", headers=h).json()["history"][-1]["changes"]
+    r = client.delete(f"/v1/rectifications/{rid}", headers=h)
+    assert r.status_code == 409
+    other = client.post("/v1/rectifications", json=body, headers=h).json()["rectification_id"]
+    assert client.delete(f"/v1/rectifications/{other}", headers=h).json()["deleted"] is True
+    r = client.get(f"/v1/rectifications/{other}", headers=h)
+    assert r.status_code == 404 and r.json()["detail"] == f"rectification {other} does not exist"
+
+
+def test_upheld_appeal_overturns_the_failure_everywhere(service):
+    client, keys, done, _, store = service
+    o = done.iloc[20]
+    body = {"inspections": [inspection(o, passed=False, defect_codes=["no_test"])]}
+    ins_id = client.post("/v1/outcomes", json=body, headers=auth(keys["quality"])).json()[
+        "inspections"
+    ][0]["id"]
+    tech = o["technician_id"]
+    r = client.post(
+        "/v1/appeals",
+        json={"inspection_id": ins_id, "technician_id": tech, "reason": "渗水来自楼上"},
+        headers=auth(keys["system"]),
+    )
+    assert r.status_code == 201, r.text
+    appeal = r.json()
+    assert appeal["status"] == "pending" and appeal["order_id"] == o["order_id"]
+    r = client.post(
+        "/v1/appeals",
+        json={"inspection_id": ins_id, "technician_id": tech},
+        headers=auth(keys["system"]),
+    )
+    assert r.status_code == 422 and r.json()["detail"] == ["reason: Field required"]
+    r = client.post(
+        "/v1/appeals",
+        json={"inspection_id": ins_id, "technician_id": tech, "reason": "again"},
+        headers=auth(keys["system"]),
+    )
+    assert r.status_code == 409
+    r = client.post(
+        "/v1/appeals",
+        json={"inspection_id": 999999, "technician_id": tech, "reason": "x"},
+        headers=auth(keys["quality"]),
+    )
+    assert r.status_code == 404 and r.json()["detail"] == "inspection 999999 does not exist"
+    url = f"/v1/appeals/{appeal['appeal_id']}/decision"
+    r = client.post(
+        url, json={"decision": "maybe", "reviewer": "刘"}, headers=auth(keys["quality"])
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"] == ["decision: Input should be 'upheld' or 'rejected'"]
+    frame = store.inspections_frame().set_index("inspection_id")
+    assert bool(frame.loc[ins_id, "counts_as_failure"])
+    r = client.post(
+        url,
+        json={"decision": "upheld", "reviewer": "品质部-刘经理", "note": "复核属实"},
+        headers=auth(keys["quality"]),
+    )
+    assert r.status_code == 200 and r.json()["status"] == "upheld"
+    r = client.post(
+        url, json={"decision": "rejected", "reviewer": "x"}, headers=auth(keys["quality"])
+    )
+    assert r.status_code == 409
+    assert r.json()["detail"] == f"appeal {appeal['appeal_id']} is already decided (upheld)"
+    frame = store.inspections_frame().set_index("inspection_id")
+    assert bool(frame.loc[ins_id, "overturned"]) and not frame.loc[ins_id, "counts_as_failure"]
+    got = client.get(f"/v1/appeals/{appeal['appeal_id']}", headers=auth(keys["quality"])).json()
+    assert got["reviewer"] == "品质部-刘经理" and got["decided_at"]
+    listed = client.get("/v1/appeals?status=upheld", headers=auth(keys["quality"])).json()
+    assert appeal["appeal_id"] in [a["appeal_id"] for a in listed]
+    assert client.get("/v1/appeals/none", headers=auth(keys["quality"])).status_code == 404
+
+
+def test_openapi_documents_the_loop_with_chinese_examples(service):
+    client = service[0]
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/outcomes", "/v1/inspections/queue", "/v1/rectifications", "/v1/appeals"):
+        assert path in spec["paths"]
+    schemas = spec["components"]["schemas"]
+    assert "质检" in str(schemas["InspectionIn"]["examples"])
+    assert "漏水" in str(schemas["FollowupIn"]["examples"]) or "滴水" in str(
+        schemas["FollowupIn"]["examples"]
+    )
+    assert "申诉" in spec["paths"]["/v1/appeals"]["post"]["summary"]
