@@ -754,6 +754,11 @@ def build_history(
     Labels of the history are derived here with :func:`models.labels.label_orders`, keeping
     only their *known-at* times: the label value at the data's end is never used, so orders
     reported later cannot change what an earlier query sees.
+
+    The work is split so that the API can maintain the same indexes incrementally
+    (``serving.history``): :func:`history_arrays` (per-order codes, times and outcomes),
+    :func:`history_events` (the event rows each order contributes), the first report of each
+    home (:func:`first_rows`) and the case-mix expectation (:func:`expected_reworks`).
     """
     cfg = config or FeatureConfig()
     lab = label_orders(orders[ORDERS.names], cfg.label_config())  # re-derived, never reused
@@ -761,114 +766,210 @@ def build_history(
         name: _obj_index(pd.unique(_str(orders[name])[orders[name].notna().to_numpy()]))
         for name in ("unit_id", "technician_id", "resident_id", "community_id")
     }
-    ncat = len(CATEGORIES)
-    cat = _codes(_str(orders["category"]), pd.Index(CATEGORIES))
-    unit = _codes(_str(orders["unit_id"]), vocab["unit_id"])
-    tech = _codes(_str(orders["technician_id"]), vocab["technician_id"])
-    res = _codes(_str(orders["resident_id"]), vocab["resident_id"])
-    comm = _codes(_str(orders["community_id"]), vocab["community_id"])
-    unit_cat = _pair(unit, cat, ncat)
-    zero = np.zeros(len(orders), dtype=np.int64)
-
-    status = _str(orders["status"])
-    live = status != "cancelled"
-    completed = (status == "completed") & orders["completed_at"].notna().to_numpy()
-    t_rep = np.where(live, _secs(orders["reported_at"]), np.nan)
-    t_arr = _secs(orders["arrived_at"])
-    t_done = np.where(completed, _secs(orders["completed_at"]), np.nan)
-
-    # rework outcome of past orders: a positive is known at the repeat's report; rates use only
-    # orders whose window has closed (t_closed), because counting early-known positives with
-    # not-yet-known negatives would inflate every recent rate
-    rw_known = np.where(completed, _secs(lab["rework_known_at"]), np.nan)
-    rw_pos = lab["rework_order_id"].notna().to_numpy(dtype=float)
-    t_closed = t_done + cfg.rework_window_days * _DAY
-    # what the closed window said: a repeat linked by parent_order_id after the window closed
-    # was unknown at the close, so it must not count there (it would move past features)
-    rw_closed_pos = np.where(rw_known <= t_closed, rw_pos, 0.0)
-    rw_pos_known = np.where(rw_pos > 0, rw_known, np.nan)
-    # dissatisfaction / rating / comment / complaint: known after the follow-up delay
-    t_follow = t_done + cfg.followup_delay_hours * _HOUR
-    ds = lab["dissatisfied"].to_numpy(dtype=float)
-    ds_known = np.where(np.isnan(ds), np.nan, t_follow)
-    rating = _num(orders["rating"])
-    complaint = np.nan_to_num(_bool(orders["complaint"]))
-    comment_sent = _score_texts(orders["feedback_comment"], text_scorer, cfg.cues)
-    urge = _num(orders["urge_count"])
-    arrival_h = (t_arr - _secs(orders["reported_at"])) / _HOUR
-    repair_h = (t_done - t_arr) / _HOUR
-
     techs = _tech_table(technicians)
     team_of_tech = None if techs is None or "team" not in techs else techs["team"]
     vocab["team"] = (
         _obj_index([]) if team_of_tech is None else _obj_index(team_of_tech.dropna().unique())
     )
-    team = _team_codes(_str(orders["technician_id"]), team_of_tech, vocab["team"])
-
-    start = float(np.nanmin(t_rep)) if np.isfinite(t_rep).any() else float("nan")
-    ev: dict[str, EventIndex] = {}
-    ev["team_report"] = EventIndex(team, t_rep)
-    kind = (_str(orders["area_type"]) == "public").astype(np.int64)
-    ev["kind_report"] = EventIndex(kind, t_rep)
-    # units of each kind seen so far (first report): the denominator of the per-unit rate,
-    # counted as of the query so that units appearing later cannot change it
-    seen = pd.DataFrame({"u": unit, "t": t_rep, "k": kind})[unit >= 0]
-    first = seen.sort_values("t", kind="stable").drop_duplicates("u")
-    ev["unit_first"] = EventIndex(first["k"].to_numpy(), first["t"].to_numpy())
-    ev["unit_rework_closed"] = EventIndex(unit, t_closed, {"pos": rw_closed_pos})
-    ev["unit_cat_report"] = EventIndex(unit_cat, t_rep)
-    ev["unit_report"] = EventIndex(unit, t_rep)
-    ev["unit_cat_done"] = EventIndex(unit_cat, t_done)
-    ev["unit_rework"] = EventIndex(unit, rw_pos_known)
-    ev["unit_cat_rework"] = EventIndex(unit_cat, rw_pos_known)
-    ev["tech_done"] = EventIndex(tech, t_done)
-    ev["tech_rework"] = EventIndex(tech, t_closed, {"pos": rw_closed_pos})
-    ev["tech_recent_rework"] = EventIndex(tech, rw_pos_known)
-    ev["tech_cat_rework"] = EventIndex(_pair(tech, cat, ncat), t_closed, {"pos": rw_closed_pos})
-    ev["tech_dissat"] = EventIndex(tech, ds_known, {"pos": ds})
-    ev["res_report"] = EventIndex(res, t_rep)
-    ev["res_done"] = EventIndex(res, t_done, {"urge": urge, "has_urge": ~np.isnan(urge)})
-    ev["res_dissat"] = EventIndex(res, ds_known, {"pos": ds})
-    ev["res_rating"] = EventIndex(np.where(np.isnan(rating), -1, res), t_follow, {"rating": rating})
-    ev["res_complaint"] = EventIndex(res, t_follow, {"complaint": complaint})
-    ev["res_comment"] = EventIndex(
-        np.where(np.isnan(comment_sent), -1, res), t_follow, {"sent": comment_sent}
-    )
-    ev["comm_report"] = EventIndex(comm, t_rep)
-    ev["comm_cat_report"] = EventIndex(_pair(comm, cat, ncat), t_rep)
-    ev["comm_dissat"] = EventIndex(comm, ds_known, {"pos": ds})
-    ev["comm_rework"] = EventIndex(comm, t_closed, {"pos": rw_closed_pos})
-    # fault-proneness of homes, their buildings and cohorts (see _group_keys): reports per
-    # known home, each home counted from its first report, per category and per kind
-    ev["kind_cat_report"] = EventIndex(kind * ncat + cat, t_rep)
     unit_tab = _units_table(units)
     groups = _group_keys(orders, unit_tab)
     for g, keys in groups.items():
         vocab[g] = _obj_index(pd.unique(keys[pd.notna(keys)]))
-        code = _codes(keys, vocab[g])
-        ev[f"{g}_report"] = EventIndex(code, t_rep)
-        ev[f"{g}_rework"] = EventIndex(code, t_closed, {"pos": rw_closed_pos})
-        gfirst = pd.DataFrame({"u": unit, "t": t_rep, "g": code})[(unit >= 0) & (code >= 0)]
-        gfirst = gfirst.sort_values("t", kind="stable").drop_duplicates("u")
-        ev[f"{g}_first"] = EventIndex(gfirst["g"].to_numpy(), gfirst["t"].to_numpy())
-    ev["global_rework"] = EventIndex(zero, t_closed, {"pos": rw_closed_pos})
-    ev["cat_rework"] = EventIndex(cat, t_closed, {"pos": rw_closed_pos})
-    # case mix of each past order, as of its own completion: a technician sent to leaky old
-    # homes and hard categories gets more reworks without being worse, so their skill is
-    # observed / expected reworks. Expected: the category's as-of rate scaled by the home's
-    # proneness (a rework is a failed repair or a new fault of the home; about half each)
-    recent = cfg.recent_days * _DAY
-    g_n, g_s = ev["global_rework"].query(zero, t_done, recent)
-    c_n, c_s = ev["cat_rework"].query(cat, t_done, recent)
-    cat_rate = _shrunk(c_s["pos"], c_n, (g_s["pos"] + 1.0) / (g_n + 2.0), cfg.prior_strength)
-    prone = _unit_proneness(ev, unit, kind, t_rep, start, cfg)
-    expected = cat_rate * (0.5 + 0.5 * prone)
-    ev["tech_oe"] = EventIndex(tech, t_closed, {"pos": rw_closed_pos, "exp": expected})
-    ev["global_dissat"] = EventIndex(zero, ds_known, {"pos": ds})
-    ev["cat_arrival"] = EventIndex(np.where(np.isnan(arrival_h), -1, cat), t_arr, {"h": arrival_h})
-    ev["cat_repair"] = EventIndex(np.where(np.isnan(repair_h), -1, cat), t_done, {"h": repair_h})
-
+    a = history_arrays(
+        orders,
+        vocab,
+        techs,
+        groups,
+        cfg,
+        text_scorer,
+        rework_known_at=_secs(lab["rework_known_at"]),
+        rework_pos=lab["rework_order_id"].notna().to_numpy(dtype=float),
+        dissatisfied=lab["dissatisfied"].to_numpy(dtype=float),
+    )
+    t_rep = a["t_rep"]
+    start = float(np.nanmin(t_rep)) if np.isfinite(t_rep).any() else float("nan")
+    ev = {name: EventIndex(*rows) for name, rows in history_events(a, cfg).items()}
+    # units of each kind seen so far (first report): the denominator of the per-unit rate,
+    # counted as of the query so that units appearing later cannot change it
+    ev["unit_first"] = EventIndex(*first_rows(a["unit"], t_rep, a["kind"]))
+    for g in groups:
+        ev[f"{g}_first"] = EventIndex(*first_rows(a["unit"], t_rep, a[g]))
+    ev["tech_oe"] = EventIndex(*tech_oe_rows(a, expected_reworks(ev, a, start, cfg), cfg))
     return History(cfg, vocab, ev, techs, unit_tab, text_scorer, start)
+
+
+def history_arrays(
+    orders: pd.DataFrame,
+    vocab: dict[str, pd.Index],
+    techs: pd.DataFrame | None,
+    groups: dict[str, np.ndarray],
+    cfg: FeatureConfig,
+    text_scorer: TextScorer | None,
+    *,
+    rework_known_at: np.ndarray,
+    rework_pos: np.ndarray,
+    dissatisfied: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Per-order arrays the history's events are made of (codes in ``vocab``, epoch seconds).
+
+    ``rework_known_at`` (seconds), ``rework_pos`` (1 when a repeat was found) and
+    ``dissatisfied`` are the order's labels as :func:`models.labels.label_orders` derives them.
+    """
+    ncat = len(CATEGORIES)
+    a: dict[str, np.ndarray] = {}
+    a["cat"] = cat = _codes(_str(orders["category"]), _CATEGORY_INDEX)
+    a["unit"] = unit = _codes(_str(orders["unit_id"]), vocab["unit_id"])
+    a["tech"] = _codes(_str(orders["technician_id"]), vocab["technician_id"])
+    a["res"] = _codes(_str(orders["resident_id"]), vocab["resident_id"])
+    a["comm"] = _codes(_str(orders["community_id"]), vocab["community_id"])
+    a["unit_cat"] = _pair(unit, cat, ncat)
+    a["kind"] = (_str(orders["area_type"]) == "public").astype(np.int64)
+    team_of_tech = None if techs is None or "team" not in techs else techs["team"]
+    a["team"] = _team_codes(_str(orders["technician_id"]), team_of_tech, vocab["team"])
+    for g, keys in groups.items():
+        a[g] = _codes(keys, vocab[g])
+
+    status = _str(orders["status"])
+    live = status != "cancelled"
+    completed = (status == "completed") & orders["completed_at"].notna().to_numpy()
+    a["live"] = live.astype(bool)
+    a["completed"] = completed.astype(bool)
+    a["t_rep"] = np.where(live, _secs(orders["reported_at"]), np.nan)
+    a["t_arr"] = t_arr = _secs(orders["arrived_at"])
+    a["t_done"] = t_done = np.where(completed, _secs(orders["completed_at"]), np.nan)
+    a["rw_known"] = np.where(completed, rework_known_at, np.nan)
+    a["rw_pos"] = np.asarray(rework_pos, dtype=float)
+    a["ds"] = np.asarray(dissatisfied, dtype=float)
+    a["rating"] = _num(orders["rating"])
+    a["complaint"] = np.nan_to_num(_bool(orders["complaint"]))
+    a["comment_sent"] = _score_texts(orders["feedback_comment"], text_scorer, cfg.cues)
+    a["urge"] = _num(orders["urge_count"])
+    a["arrival_h"] = (t_arr - _secs(orders["reported_at"])) / _HOUR
+    a["repair_h"] = (t_done - t_arr) / _HOUR
+    return a
+
+
+#: One index's event rows: keys, times and named values (see :class:`EventIndex`).
+EventRows = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
+
+
+def history_events(a: dict[str, np.ndarray], cfg: FeatureConfig) -> dict[str, EventRows]:
+    """The event rows of every per-order index, from :func:`history_arrays`.
+
+    Each order contributes at most one row per index, computed from its own arrays only; the
+    indexes that depend on other orders (first report of a home, case mix) are built apart.
+    """
+    ncat = len(CATEGORIES)
+    unit, tech, res, comm, cat = a["unit"], a["tech"], a["res"], a["comm"], a["cat"]
+    unit_cat, kind = a["unit_cat"], a["kind"]
+    t_rep, t_arr, t_done = a["t_rep"], a["t_arr"], a["t_done"]
+    zero = np.zeros(len(unit), dtype=np.int64)
+    # rework outcome of past orders: a positive is known at the repeat's report; rates use only
+    # orders whose window has closed (t_closed), because counting early-known positives with
+    # not-yet-known negatives would inflate every recent rate
+    rw_known, rw_pos = a["rw_known"], a["rw_pos"]
+    t_closed, rw_closed_pos = _closed_window(a, cfg)
+    rw_pos_known = np.where(rw_pos > 0, rw_known, np.nan)
+    # dissatisfaction / rating / comment / complaint: known after the follow-up delay
+    t_follow = t_done + cfg.followup_delay_hours * _HOUR
+    ds = a["ds"]
+    ds_known = np.where(np.isnan(ds), np.nan, t_follow)
+    rating, complaint, comment_sent, urge = (
+        a["rating"],
+        a["complaint"],
+        a["comment_sent"],
+        a["urge"],
+    )
+    arrival_h, repair_h = a["arrival_h"], a["repair_h"]
+    closed = {"pos": rw_closed_pos}
+
+    ev: dict[str, EventRows] = {}
+    ev["team_report"] = (a["team"], t_rep, {})
+    ev["kind_report"] = (kind, t_rep, {})
+    ev["unit_rework_closed"] = (unit, t_closed, closed)
+    ev["unit_cat_report"] = (unit_cat, t_rep, {})
+    ev["unit_report"] = (unit, t_rep, {})
+    ev["unit_cat_done"] = (unit_cat, t_done, {})
+    ev["unit_rework"] = (unit, rw_pos_known, {})
+    ev["unit_cat_rework"] = (unit_cat, rw_pos_known, {})
+    ev["tech_done"] = (tech, t_done, {})
+    ev["tech_rework"] = (tech, t_closed, closed)
+    ev["tech_recent_rework"] = (tech, rw_pos_known, {})
+    ev["tech_cat_rework"] = (_pair(tech, cat, ncat), t_closed, closed)
+    ev["tech_dissat"] = (tech, ds_known, {"pos": ds})
+    ev["res_report"] = (res, t_rep, {})
+    ev["res_done"] = (res, t_done, {"urge": urge, "has_urge": ~np.isnan(urge)})
+    ev["res_dissat"] = (res, ds_known, {"pos": ds})
+    ev["res_rating"] = (np.where(np.isnan(rating), -1, res), t_follow, {"rating": rating})
+    ev["res_complaint"] = (res, t_follow, {"complaint": complaint})
+    ev["res_comment"] = (
+        np.where(np.isnan(comment_sent), -1, res),
+        t_follow,
+        {"sent": comment_sent},
+    )
+    ev["comm_report"] = (comm, t_rep, {})
+    ev["comm_cat_report"] = (_pair(comm, cat, ncat), t_rep, {})
+    ev["comm_dissat"] = (comm, ds_known, {"pos": ds})
+    ev["comm_rework"] = (comm, t_closed, closed)
+    # fault-proneness of homes, their buildings and cohorts (see _group_keys): reports per
+    # known home, each home counted from its first report, per category and per kind
+    ev["kind_cat_report"] = (kind * ncat + cat, t_rep, {})
+    for g in GROUPS:
+        ev[f"{g}_report"] = (a[g], t_rep, {})
+        ev[f"{g}_rework"] = (a[g], t_closed, closed)
+    ev["global_rework"] = (zero, t_closed, closed)
+    ev["cat_rework"] = (cat, t_closed, closed)
+    ev["global_dissat"] = (zero, ds_known, {"pos": ds})
+    ev["cat_arrival"] = (np.where(np.isnan(arrival_h), -1, cat), t_arr, {"h": arrival_h})
+    ev["cat_repair"] = (np.where(np.isnan(repair_h), -1, cat), t_done, {"h": repair_h})
+    return ev
+
+
+#: The groups of homes of :func:`_group_keys` (each has a ``_report``, ``_rework`` and
+#: ``_first`` index and a vocabulary).
+GROUPS: tuple[str, ...] = ("building", "cohort")
+
+
+def first_rows(
+    unit: np.ndarray, t_rep: np.ndarray, key: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(key, time) of the first report of each known home (by report time, ties in order)."""
+    seen = pd.DataFrame({"u": unit, "t": t_rep, "k": key})[(unit >= 0) & (key >= 0)]
+    first = seen.sort_values("t", kind="stable").drop_duplicates("u")
+    return first["k"].to_numpy(), first["t"].to_numpy()
+
+
+def tech_oe_rows(a: dict[str, np.ndarray], expected: np.ndarray, cfg: FeatureConfig) -> EventRows:
+    """Rows of the technicians' observed / expected reworks index (``tech_oe``)."""
+    t_closed, rw_closed_pos = _closed_window(a, cfg)
+    return a["tech"], t_closed, {"pos": rw_closed_pos, "exp": expected}
+
+
+def _closed_window(a: dict[str, np.ndarray], cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """When each order's rework window closes and whether a repeat was known by then."""
+    t_closed = a["t_done"] + cfg.rework_window_days * _DAY
+    # what the closed window said: a repeat linked by parent_order_id after the window closed
+    # was unknown at the close, so it must not count there (it would move past features)
+    return t_closed, np.where(a["rw_known"] <= t_closed, a["rw_pos"], 0.0)
+
+
+def expected_reworks(
+    ev: dict[str, Any], a: dict[str, np.ndarray], start: float, cfg: FeatureConfig
+) -> np.ndarray:
+    """Case mix of each past order, as of its own completion.
+
+    A technician sent to leaky old homes and hard categories gets more reworks without being
+    worse, so their skill is observed / expected reworks. Expected: the category's as-of rate
+    scaled by the home's proneness (a rework is a failed repair or a new fault of the home;
+    about half each).
+    """
+    zero = np.zeros(len(a["cat"]), dtype=np.int64)
+    recent = cfg.recent_days * _DAY
+    g_n, g_s = ev["global_rework"].query(zero, a["t_done"], recent)
+    c_n, c_s = ev["cat_rework"].query(a["cat"], a["t_done"], recent)
+    cat_rate = _shrunk(c_s["pos"], c_n, (g_s["pos"] + 1.0) / (g_n + 2.0), cfg.prior_strength)
+    prone = _unit_proneness(ev, a["unit"], a["kind"], a["t_rep"], start, cfg)
+    return cat_rate * (0.5 + 0.5 * prone)
 
 
 # --------------------------------------------------------------------------------------------
