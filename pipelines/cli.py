@@ -412,6 +412,62 @@ def keys_revoke_cmd(
     typer.echo(f"revoked {key_id}")
 
 
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", help="Store URL (default: REPAIRQC_DATABASE_URL or the service's)."
+    ),
+]
+
+
+@app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output directory for the contract files.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The service's store as contract files, for dvc repro on real operation data.
+
+    orders/technicians/units.csv (follow-up outcomes filled in), inspections.csv and
+    decisions.csv (π and draws).
+    """
+    from pipelines.export import EmptyStoreError, export_store, open_store
+
+    try:
+        summary = export_store(out, open_store(database_url))
+    except EmptyStoreError as e:
+        _fail(str(e))
+    typer.echo(", ".join(f"{k}: {v} rows" for k, v in summary["rows"].items()) + f" -> {out}/")
+
+
+outcomes_app = typer.Typer(help="Outcomes of scored orders (回访、质检结果) into the store.")
+app.add_typer(outcomes_app, name="outcomes")
+
+
+@outcomes_app.command("import")
+def outcomes_import_cmd(
+    infile: Annotated[Path, typer.Option("--in", help="CSV of one kind of outcome.")],
+    kind: Annotated[str, typer.Option("--kind", help="followup, internal or third_party.")],
+    database_url: DatabaseUrl = None,
+    encoding: CsvEncoding = None,
+) -> None:
+    """Validate a whole file, then record it (atomic; identical rows are not recorded twice)."""
+    from pipelines.export import open_store
+    from pipelines.io import UnreadableFileError
+    from pipelines.outcomes import ImportFailedError, import_outcomes
+
+    try:
+        got = import_outcomes(infile, kind, open_store(database_url), encoding)
+    except ImportFailedError as e:
+        for msg in e.errors[:50]:
+            typer.secho(msg, err=True)
+        if len(e.errors) > 50:
+            typer.secho(f"... and {len(e.errors) - 50} more", err=True)
+        _fail(str(e))
+    except UnreadableFileError as e:
+        _fail(str(e))
+    typer.echo(f"{got['rows']} rows: {got['recorded']} recorded, {got['duplicates']} duplicates")
+
+
 def main() -> None:
     """Entry point for ``python -m pipelines.cli``."""
     app()
