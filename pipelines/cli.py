@@ -310,8 +310,16 @@ def report_cmd(
         Path, typer.Option("--params", help="params.yaml with the kpi: and label: blocks.")
     ] = Path("params.yaml"),
     encoding: CsvEncoding = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-dir",
+            help="Model directory for the scores (default: the registry's champion; "
+            "with the store, its recorded decisions give the scores).",
+        ),
+    ] = None,
 ) -> None:
-    """Improvement report: the five KPIs (overall and by group) vs the previous period."""
+    """Improvement report: KPIs, estimates, dossiers, drivers, hotspots, model health, actions."""
     from models.validation import ContractError
     from pipelines.io import UnreadableFileError
     from pipelines.report import SourceUnavailableError, build_report, write_report
@@ -329,6 +337,7 @@ def report_cmd(
             community=community,
             params_path=params,
             encoding=encoding,
+            model_dir=model_dir,
         )
         for o in out:
             write_report(report, o)

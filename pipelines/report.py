@@ -1,4 +1,4 @@
-"""Improvement report (改进报告), first slice: the five KPIs from contract files.
+"""Improvement report (改进报告): the five KPIs and the quality-loop sections.
 
 ``repairqc report --from D --to D [--community C] [--orders F --technicians F --units F]
 --out report.json|report.html``. Contract files are validated with ``models.validation`` first;
@@ -7,8 +7,12 @@ files the orders and technicians come from the scoring service's audit store
 (``REPAIRQC_DATABASE_URL``; orders there were validated by the API on the way in); a missing or
 empty store is a clear error.
 
-The KPI definitions live in ``models.kpis``; this module only reads files and params, calls it,
-and writes JSON or a self-contained Chinese HTML page.
+The KPI definitions live in ``models.kpis``; the other sections (unbiased estimates, technician
+dossiers, drivers, comment themes, hotspots, emergencies, model health, rectification and
+appeals, recommendations) in ``pipelines.report_sections`` over ``pipelines.report_data``'s
+inputs, rendered by ``pipelines.report_html``. This module reads files and params, assembles,
+and writes JSON or a self-contained Chinese HTML page. The API (``serving.routes.reports``)
+calls :func:`build_report` with its own store and model, so both give the same JSON.
 """
 
 from __future__ import annotations
@@ -27,9 +31,13 @@ import pandas as pd
 from models.kpis import GROUPS, KPI_NAMES, KPI_ZH, KpiConfig, kpi_report, order_flags
 from models.schemas import CATEGORY_ZH, TECHNICIANS, TIMEZONE, UNITS
 from models.validation import validate_orders, validate_table
+from pipelines import report_sections as RS
 from pipelines.io import read_raw_table
 from pipelines.label import label_config
 from pipelines.params import section
+from pipelines.report_data import ReportInputs, contract_inputs, store_inputs
+from pipelines.report_html import sections_html
+from pipelines.report_sections import SectionConfig, period_frame
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +46,12 @@ class SourceUnavailableError(RuntimeError):
     """No contract files were given and the service's store has no orders to report on."""
 
 
-def load_store() -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, int], str]:
-    """Orders and technicians of the scoring service's audit store (read only).
+def open_store() -> tuple[Any, str]:
+    """The scoring service's audit store (``REPAIRQC_DATABASE_URL``), opened read only.
 
-    Returns the typed orders, technicians (or None), the quarantine counts (empty: the API
-    validated the orders on the way in) and the store's URL without its password.
+    Returns the :class:`serving.store.db.Store` and its URL without the password; the caller
+    disposes ``store.engine``. A missing or empty store is a clear error (and reading never
+    creates one).
     """
     import sqlalchemy as sa
 
@@ -63,9 +72,10 @@ def load_store() -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, int], str
         store = Store(engine)
         if store.order_count() == 0:
             raise SourceUnavailableError(f"the service's store {shown} holds no orders{hint}")
-        return store.orders_frame(), store.side_frame("technicians"), {}, shown
-    finally:
+    except BaseException:
         engine.dispose()
+        raise
+    return store, shown
 
 
 def kpi_config(params_path: str | Path) -> KpiConfig:
@@ -107,10 +117,10 @@ def load_contract(
     technicians: Path | None = None,
     units: Path | None = None,
     encoding: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, int]]:
-    """Validate the contract files; return valid orders, valid technicians, quarantine counts."""
+) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None, dict[str, int]]:
+    """Validate the contract files; return valid orders, technicians, units, quarantine counts."""
     quarantined: dict[str, int] = {}
-    techs = None
+    techs = unit_tab = None
     if technicians is not None:
         raw, bad = read_raw_table(technicians, encoding)
         res = validate_table(raw, TECHNICIANS, bad_rows=bad)
@@ -118,16 +128,21 @@ def load_contract(
         quarantined["technicians"] = int(res.stats["quarantined_rows"])
     if units is not None:
         raw, bad = read_raw_table(units, encoding)
-        quarantined["units"] = int(
-            validate_table(raw, UNITS, bad_rows=bad).stats["quarantined_rows"]
-        )
+        res = validate_table(raw, UNITS, bad_rows=bad)
+        unit_tab = res.valid
+        quarantined["units"] = int(res.stats["quarantined_rows"])
     raw, bad = read_raw_table(orders, encoding)
     res = validate_orders(raw, techs, bad_rows=bad)
     quarantined["orders"] = int(res.stats["quarantined_rows"])
     for table, n in quarantined.items():
         if n:
             log.warning("%s: %d rows quarantined by validation, not used in the report", table, n)
-    return res.valid, techs, quarantined
+    return res.valid, techs, unit_tab, quarantined
+
+
+def section_config(params_path: str | Path) -> SectionConfig:
+    """The sections' knobs from ``params.yaml: report`` (unknown keys are an error)."""
+    return SectionConfig.from_dict(section(params_path, "report"))
 
 
 def build_report(
@@ -140,28 +155,113 @@ def build_report(
     community: str | None = None,
     params_path: str | Path = "params.yaml",
     encoding: str | None = None,
+    model_dir: Path | None = None,
+    store: Any = None,
+    model: Any = None,
+    history: Any = None,
 ) -> dict[str, Any]:
-    """The report as a JSON-ready dict (see ``models.kpis.kpi_report`` for the KPI part)."""
+    """The report as a JSON-ready dict: the KPIs (``models.kpis``) and the sections.
+
+    Sources: contract files when ``orders`` is given (scores from ``model_dir`` or the
+    registry's champion); else ``store`` (the API passes its own, with its ``model`` and
+    ``history``); else the store of ``REPAIRQC_DATABASE_URL``, read only.
+    """
     t0, t1 = period(start, end)
     config = kpi_config(params_path)
-    if orders is None:
-        valid, techs, quarantined, store_url = load_store()
+    scfg = section_config(params_path)
+    lcfg = label_config(params_path)
+    store_url = None
+    score_from = t1 - pd.DateOffset(months=scfg.dossier_months)
+    if orders is not None:
+        valid, techs, unit_tab, quarantined = load_contract(orders, technicians, units, encoding)
+        inp = contract_inputs(
+            valid,
+            techs,
+            unit_tab,
+            t0,
+            t1,
+            label_config=lcfg,
+            model_dir=model_dir,
+            reference_months=scfg.reference_months,
+            score_from=score_from,
+        )
     else:
-        valid, techs, quarantined = load_contract(orders, technicians, units, encoding)
-        store_url = None
+        opened = store is None
+        if opened:
+            store, store_url = open_store()
+        else:
+            store_url = store.engine.url.render_as_string(hide_password=True)
+        try:
+            inp = store_inputs(
+                store,
+                t0,
+                t1,
+                label_config=lcfg,
+                reference_months=scfg.reference_months,
+                model=model,
+                history=history,
+                model_dir=model_dir,
+                score_from=score_from,
+            )
+        finally:
+            if opened:
+                store.engine.dispose()
+        if not len(inp.orders):
+            raise SourceUnavailableError(f"the service's store {store_url} holds no orders")
+        valid, techs, quarantined = inp.orders, inp.technicians, {}
     if community is not None and community not in set(valid["community_id"].astype(str)):
         raise ValueError(f"--community {community!r}: no valid order of that community")
-    flags = order_flags(valid, config, label_config(params_path), techs)
+    flags = order_flags(valid, config, lcfg, techs)
     report = kpi_report(flags, valid["status"], t0, t1, community=community)
     report["counts"]["quarantined"] = quarantined
     report["source"] = {
+        "kind": inp.source,
         "orders": str(orders) if orders is not None else None,
         "store": store_url,
         "technicians": None if technicians is None else str(technicians),
         "units": None if units is None else str(units),
         "data_end": valid["reported_at"].max().isoformat() if len(valid) else None,
     }
+    report.update(build_sections(inp, flags, t0, t1, community, scfg, lcfg, params_path))
     return report
+
+
+def build_sections(
+    inp: ReportInputs,
+    flags: pd.DataFrame,
+    t0: pd.Timestamp,
+    t1: pd.Timestamp,
+    community: str | None,
+    scfg: SectionConfig,
+    lcfg: Any,
+    params_path: str | Path,
+) -> dict[str, Any]:
+    """Every section beyond the KPIs (see ``pipelines.report_sections``)."""
+    from pipelines.features import feature_config
+
+    fcfg = feature_config(params_path)
+    cur = period_frame(inp, t0, t1, community)
+    both = period_frame(inp, t0 - (t1 - t0), t1, community)
+    d0 = min(t0, t1 - pd.DateOffset(months=scfg.dossier_months))
+    dossier = period_frame(inp, d0, t1, community)
+    sec: dict[str, Any] = {
+        "estimates": RS.estimates_section(cur, inp),
+        "technicians": {
+            **RS.dossiers_section(dossier, inp, scfg.dossiers),
+            "window": {"from": d0.isoformat(), "to": t1.isoformat()},
+        },
+        "drivers": RS.drivers_section(cur, inp, scfg.top_drivers),
+        "comments": RS.comments_section(cur, scfg.top_themes),
+        "hotspots": RS.hotspots_section(inp, t0, t1, community, lcfg.rework_window_days, scfg),
+        "emergency": RS.emergency_section(
+            inp, flags, t0, t1, community, fcfg.night_start_hour, fcfg.night_end_hour
+        ),
+        "model_health": RS.model_health_section(both, inp, t0, scfg),
+        "rectification": RS.rectification_section(inp, pd.Timestamp.now(tz=TIMEZONE)),
+    }
+    sec["recommendations"] = RS.recommendations(sec)
+    sec["notes"] = list(inp.notes)
+    return sec
 
 
 # --------------------------------------------------------------------------- HTML
@@ -176,7 +276,7 @@ _GROUP_ZH = {
 _CSS = """
 body{font-family:"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",sans-serif;margin:2em;
 color:#222}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}h3{font-size:1.05em}
 table{border-collapse:collapse;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}
@@ -295,6 +395,8 @@ def render_html(report: dict[str, Any]) -> str:
                 f"<figure><figcaption>{e(KPI_ZH[k])}</figcaption>{_trend_svg(pts)}</figure>"
             )
         parts.append("</div>")
+    parts.append(sections_html(report))
+    parts.append("<h2>附表：五项指标分组明细</h2>")
     for g in GROUPS:
         key = f"by_{g}"
         rows = kp.get(key, {})

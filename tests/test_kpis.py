@@ -18,6 +18,12 @@ from tests.contract_rows import good_order, orders_frame
 T0 = pd.Timestamp("2024-01-01")
 
 
+@pytest.fixture(autouse=True)
+def _no_registry(tmp_path, monkeypatch):
+    """No model registry: the report's model sections must say so (and stay fast)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-registry.db'}")
+
+
 def at(day: float, hours: float = 0.0) -> str:
     return (T0 + pd.Timedelta(days=day) + pd.Timedelta(hours=hours)).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -270,6 +276,12 @@ def test_report_cli_writes_json_and_html(tmp_path):
     assert "报修及时率" in page and "一次维修合格率" in page and "C02" in page
     assert "<svg" in page  # monthly trend charts, inline
     assert "http://" not in page and "https://" not in page and "<script" not in page
+    # without a model the model-based sections say so, with no invented numbers
+    assert rep["estimates"]["available"] is False and "模型" in rep["estimates"]["note"]
+    assert rep["technicians"]["available"] is False
+    assert rep["hotspots"]["available"] is True  # needs no model
+    assert any("无可用模型" in n for n in rep["notes"])
+    assert not (tmp_path / "no-registry.db").exists()  # reading never creates a registry
 
     r = CliRunner().invoke(
         app,
