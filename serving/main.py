@@ -25,6 +25,7 @@ from serving.routes import (
     inspections,
     outcomes,
     rectifications,
+    reports,
     score,
 )
 from serving.state import ServiceState
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router, tags=["health"])
     app.include_router(score.router, tags=["score"])
     app.include_router(admin.router, tags=["admin"])
+    app.include_router(reports.router, tags=["reports"])
     app.include_router(outcomes.router, tags=["quality loop: outcomes"])
     app.include_router(inspections.router, tags=["quality loop: inspection queue"])
     app.include_router(rectifications.router, tags=["quality loop: rectification"])
