@@ -18,6 +18,7 @@ const state = {
   loggingIn: false,
   communities: new Set(),
   queue: null,
+  seq: { queue: 0, kpi: 0, report: 0 },
   report: null,
   reportKey: null,
   reportHtmlUrl: null,
@@ -285,15 +286,17 @@ async function loadQueue() {
   const community = $("queue-community").value.trim();
   const q = new URLSearchParams({ date: day });
   if (community) q.set("community", community);
+  const seq = ++state.seq.queue;
   setBusy($("queue-load"), true);
   try {
     const data = await api(`/v1/inspections/queue?${q}`);
+    if (seq !== state.seq.queue) return; // a newer query was sent meanwhile: its answer wins
     state.queue = data;
     renderQueue(data);
   } catch (err) {
-    fail(err, "加载质检队列失败");
+    if (seq === state.seq.queue) fail(err, "加载质检队列失败");
   } finally {
-    setBusy($("queue-load"), false);
+    if (seq === state.seq.queue) setBusy($("queue-load"), false);
   }
 }
 
@@ -447,9 +450,10 @@ function reportQuery(period) {
   return q.toString();
 }
 
-async function fetchReport(period) {
+/** The report JSON of a period; reused between the two views unless ``fresh`` (查询 clicked). */
+async function fetchReport(period, fresh = false) {
   const key = reportQuery(period);
-  if (state.reportKey === key && state.report) return state.report;
+  if (!fresh && state.reportKey === key && state.report) return state.report;
   const data = await api(`/v1/reports/improvement?${key}`);
   state.report = data;
   state.reportKey = key;
@@ -472,13 +476,16 @@ async function loadKpis(fromInputs = false) {
   const period = state.period;
   const bad = validPeriod(period);
   if (bad) { showError(bad); return; }
+  const seq = ++state.seq.kpi;
   setBusy($("kpi-load"), true);
   try {
-    renderKpis(await fetchReport(period));
+    const report = await fetchReport(period, fromInputs);
+    if (seq !== state.seq.kpi) return;
+    renderKpis(report);
   } catch (err) {
-    fail(err, "加载 KPI 失败");
+    if (seq === state.seq.kpi) fail(err, "加载 KPI 失败");
   } finally {
-    setBusy($("kpi-load"), false);
+    if (seq === state.seq.kpi) setBusy($("kpi-load"), false);
   }
 }
 
@@ -629,18 +636,19 @@ async function loadReport(fromInputs = false) {
   const period = state.period;
   const bad = validPeriod(period);
   if (bad) { showError(bad); return; }
+  const seq = ++state.seq.report;
   setBusy($("report-load"), true);
   try {
-    const [data, page] = await Promise.all([
-      fetchReport(period),
-      api(`/v1/reports/improvement.html?${reportQuery(period)}`, { as: "text" }),
-    ]);
-    renderReportSummary(data);
+    // one after the other: the page is rendered from the report the JSON call just built
+    const report = await fetchReport(period, fromInputs);
+    const page = await api(`/v1/reports/improvement.html?${reportQuery(period)}`, { as: "text" });
+    if (seq !== state.seq.report) return;
+    renderReportSummary(report);
     showReportPage(page);
   } catch (err) {
-    fail(err, "加载改进报告失败");
+    if (seq === state.seq.report) fail(err, "加载改进报告失败");
   } finally {
-    setBusy($("report-load"), false);
+    if (seq === state.seq.report) setBusy($("report-load"), false);
   }
 }
 
