@@ -171,7 +171,7 @@ def build_report(
     scfg = section_config(params_path)
     lcfg = label_config(params_path)
     store_url = None
-    score_from = t1 - pd.DateOffset(months=scfg.dossier_months)
+    score_from = t1 - pd.DateOffset(months=max(scfg.dossier_months, scfg.estimate_months))
     if orders is not None:
         valid, techs, unit_tab, quarantined = load_contract(orders, technicians, units, encoding)
         inp = contract_inputs(
@@ -244,8 +244,12 @@ def build_sections(
     both = period_frame(inp, t0 - (t1 - t0), t1, community)
     d0 = min(t0, t1 - pd.DateOffset(months=scfg.dossier_months))
     dossier = period_frame(inp, d0, t1, community)
+    e0 = min(t0, t1 - pd.DateOffset(months=scfg.estimate_months))
     sec: dict[str, Any] = {
-        "estimates": RS.estimates_section(cur, inp),
+        "estimates": {
+            **RS.estimates_section(period_frame(inp, e0, t1, community), inp, t0),
+            "window": {"from": e0.isoformat(), "to": t1.isoformat()},
+        },
         "technicians": {
             **RS.dossiers_section(dossier, inp, scfg.dossiers),
             "window": {"from": d0.isoformat(), "to": t1.isoformat()},

@@ -93,8 +93,12 @@ def estimates_html(sec: dict[str, Any]) -> str:
     na = _na(sec)
     if na:
         return "\n".join(out + [na])
+    win = sec.get("window") or {}
     out.append(
-        f"<p>抽样总体 {sec['population_orders']} 单，第三方抽中 {sec['sampled_orders']} 单。"
+        f"<p>估计窗口：{e(str(win.get('from', ''))[:10])} 至 "
+        f"{e(str(win.get('to', ''))[:10])}（不含）"
+        "——返修标签需等 30 天观察期结束，只看本期会几乎没有样本。"
+        f"抽样总体 {sec['population_orders']} 单，第三方抽中 {sec['sampled_orders']} 单。"
         "抽样按风险加权（高风险单入样概率更高），所以样本的简单平均会高估问题率；"
         "按入样概率倒数加权的 Horvitz–Thompson / Hájek 估计是无偏的（置信区间 95%）。</p>"
     )
@@ -133,11 +137,19 @@ def estimates_html(sec: dict[str, Any]) -> str:
                 r.append(_pct(d["population_rate"]))
             return r
 
-        rows.append(row("全部", est["overall"]))
-        for g, zhg in (("by_community", "小区"), ("by_category", "类别"), ("by_month", "月份")):
+        if "period" in est:
+            rows.append(row("本期", est["period"]))
+        rows.append(row("窗口全部", est["overall"]))
+        empty = 0
+        for g, zhg in (("by_month", "月份"), ("by_community", "小区"), ("by_category", "类别")):
             for k, d in est.get(g, {}).items():
+                if not d["observed"]:
+                    empty += 1
+                    continue
                 rows.append(row(f"{zhg}：{_cat(k) if g == 'by_category' else k}", d))
         out.append(_table(head, rows))
+        if empty:
+            out.append(f"<p class='muted'>另有 {empty} 个范围没有抽中且有结果的样本，不列出。</p>")
     for n in sec.get("notes", []):
         out.append(f"<p class='muted'>{e(n)}</p>")
     return "\n".join(out)

@@ -29,12 +29,17 @@ ESTIMATE_OUTCOMES: dict[str, str] = {
 }
 
 
+#: Orders whose exact TreeSHAP contributions are averaged for the global drivers.
+MAX_SHAP_ORDERS = 2000
+
+
 @dataclass(frozen=True)
 class SectionConfig:
     """``params.yaml: report`` knobs of the sections (besides the period)."""
 
     reference_months: int = 6
     dossier_months: int = 3
+    estimate_months: int = 3
     drift_features: tuple[str, ...] = (
         "dispatch_hours",
         "arrival_hours",
@@ -140,8 +145,14 @@ def _inspection_failure(inp: ReportInputs, ids: pd.Series) -> pd.Series | None:
     return pd.Series(ids.map(failed).to_numpy(dtype=float), index=ids.index)
 
 
-def estimates_section(f: pd.DataFrame, inp: ReportInputs) -> dict[str, Any]:
-    """HT / Hájek estimates with CIs beside the naive sample mean (and the truth when known)."""
+def estimates_section(f: pd.DataFrame, inp: ReportInputs, t0: pd.Timestamp) -> dict[str, Any]:
+    """HT / Hájek estimates with CIs beside the naive sample mean (and the truth when known).
+
+    ``f`` covers a trailing window ending with the report period (rework labels need their
+    30-day window to mature, so the report month alone has few): ``period`` is the estimate
+    over the report period's orders (reported from ``t0``), ``overall`` and ``by_*`` over the
+    window, ``by_month`` one row per month.
+    """
     if inp.scored is None or "pi" not in f:
         return _na("没有评分与入样概率（无模型或存储中无评分决定）：无法做抽样估计。")
     pop = f[f["pi"].notna()].copy()
@@ -175,6 +186,8 @@ def estimates_section(f: pd.DataFrame, inp: ReportInputs) -> dict[str, Any]:
             known = True
         est = domain_estimates(pop, f"y_{name}", by, population_known=known)
         est = {k.replace("by_community_id", "by_community"): v for k, v in est.items()}
+        cur = pop[pop["reported_at"] >= t0]
+        est["period"] = domain_estimates(cur, f"y_{name}", [], population_known=known)["overall"]
         out["outcomes"][name] = {"available": True, "name_zh": zh, **est}
     if inp.source == "contract":
         out["notes"].append(
@@ -276,6 +289,8 @@ def drivers_section(f: pd.DataFrame, inp: ReportInputs, top: int) -> dict[str, A
 
     reasons = _reasons_module()
     X = inp.features.reindex(f["order_id"]).dropna(how="all")
+    if len(X) > MAX_SHAP_ORDERS:  # a mean over a fixed-seed sample: exact TreeSHAP is slow
+        X = X.sample(MAX_SHAP_ORDERS, random_state=0)
     names = inp.model.feature_names
     out: dict[str, Any] = {"available": True, "method": "mean |TreeSHAP| (log-odds) per feature"}
     med = X[names].median(numeric_only=True)
@@ -339,6 +354,18 @@ def _drivers_from_stored(inp: ReportInputs, f: pd.DataFrame, top: int) -> dict[s
 # --------------------------------------------------------------------------- comments
 
 
+def _segment_unique(texts: list[str]) -> list[list[str]]:
+    """The sentiment module's word segmentation, once per distinct comment.
+
+    It is slow (~10 ms a comment), and short follow-up comments repeat a lot (好评, 满意).
+    """
+    from models.sentiment import _segment
+
+    uniq = list(dict.fromkeys(texts))
+    words = dict(zip(uniq, _segment(uniq), strict=True))
+    return [words[t] for t in texts]
+
+
 def comments_section(f: pd.DataFrame, top: int) -> dict[str, Any]:
     """Negative comment themes (log-odds keywords) and complaint aspects of the period."""
     from models.sentiment import ASPECTS, aspect_tags, negative_themes
@@ -350,7 +377,7 @@ def comments_section(f: pd.DataFrame, top: int) -> dict[str, Any]:
     # negative = dissatisfied label (complaint or low rating); comment-only orders use the
     # label's comment sentiment where it was decided, else they are left out of the contrast
     sent = 1.0 - c["dissatisfied"].astype(float)
-    themes = negative_themes(texts, sent.to_numpy(), top_k=top)
+    themes = negative_themes(texts, sent.to_numpy(), top_k=top, tokenize=_segment_unique)
     tags = [aspect_tags(t) for t in texts]
     neg = (c["dissatisfied"] == 1).to_numpy()
     aspects = {}
@@ -403,7 +430,9 @@ def repeat_flags(orders: pd.DataFrame, window_days: float) -> pd.Series:
     s = live.sort_values("reported_at")
     done_ns = _ns(s["completed_at"])
     key = s["unit_id"].astype(str) + "|" + s["category"].astype(str)
-    prev_done = done_ns.groupby(key).transform(lambda x: x.shift().cummax())
+    # latest completion of an earlier order of the same home and category (vectorised: a
+    # per-group lambda costs seconds on 100k orders)
+    prev_done = done_ns.groupby(key).shift().groupby(key).cummax()
     rep_ns = _ns(s["reported_at"])
     gap_days = (rep_ns - prev_done) / 86_400e9
     rep = ((gap_days >= 0) & (gap_days <= window_days)).fillna(False)
@@ -718,12 +747,12 @@ def recommendations(sections: dict[str, Any]) -> list[dict[str, Any]]:
     dos = sections.get("technicians", {})
     for tid, d in (dos.get("technicians") or {}).items():
         if d["flag"] == "needs_coaching":
-            who = d.get("name") or tid
+            who = f"{d['name']}（{tid}）" if d.get("name") else tid
             recs.append(
                 {
                     "code": "technician_coaching",
                     "priority": "high",
-                    "title_zh": f"维修人员 {who}（{tid}）："
+                    "title_zh": f"维修人员 {who}："
                     f"{'；'.join(d['flag_reasons'])}，安排带教辅导并"
                     "对其近期工单加抽检",
                     "owner_hint": d.get("team") or "班组长",
