@@ -305,3 +305,34 @@ def test_decisions_frame_bounds_and_latest(store):
     assert isinstance(f["completed_at"].iloc[0], pd.Timestamp)
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(T.decisions)).scalar() == 3
+
+
+@pytest.mark.parametrize("batches", ["chronological", "one"])
+def test_rework_links_agree_with_the_labels(store, batches):
+    """The ingest-time links are exactly ``rework_labels``' rework_order_id (one definition)."""
+    import numpy as np
+
+    from models.labels import LabelConfig, rework_labels
+    from tests.synth_orders import make_orders
+
+    orders, *_ = make_orders(2500, seed=7, days=240, n_tech=10, n_units=120)
+    orders = orders.sort_values("reported_at", kind="stable").reset_index(drop=True)
+    assert orders["parent_order_id"].notna().any() and (orders["status"] == "cancelled").any()
+    rows = frame_rows(orders, ORDERS)
+    hashes = [content_hash(r) for r in rows]
+    rng = np.random.default_rng(0)
+    i = 0
+    while i < len(rows):
+        k = len(rows) if batches == "one" else int(rng.integers(1, 40))
+        store.upsert_orders(rows[i : i + k], hashes[i : i + k])
+        i += k
+    lab = rework_labels(orders, LabelConfig())
+    expected = {
+        (o, r)
+        for o, r in zip(orders["order_id"], lab["rework_order_id"], strict=True)
+        if isinstance(r, str)
+    }
+    links = store.outcomes_frame()
+    got = set(zip(links["order_id"], links["rework_order_id"], strict=True))
+    assert len(expected) > 100
+    assert got == expected

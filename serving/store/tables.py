@@ -56,6 +56,8 @@ orders = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_orders_unit_id", "unit_id"),
     sa.Index("ix_orders_received_at", "received_at"),
+    # 0002: children of an order, for the automatic rework links on every ingest
+    sa.Index("ix_orders_parent_order_id", "parent_order_id"),
 )
 
 technicians = sa.Table(
