@@ -132,7 +132,42 @@ def _score(model: Any, history: Any, orders: pd.DataFrame) -> tuple[pd.DataFrame
     for head, col in HEADS.items():
         scores[col] = model.heads[head].predict_proba(X) if len(X) else np.array([])
     # the scores ride along with the features: their drift is watched like an input's
-    return feats.assign(**{c: scores[c].to_numpy() for c in scores}), scores
+    out = feats.assign(**{c: scores[c].to_numpy() for c in scores})
+    for col, p in casemix_scores(model, X).items():
+        out[f"{CASEMIX_PREFIX}{col}"] = p
+    return out, scores
+
+
+#: Prefix of the case-mix expected probabilities in the features frame.
+CASEMIX_PREFIX = "casemix_"
+#: Features describing the technician rather than the job (neutralised for case-mix).
+TECH_PREFIX = "tech_"
+
+
+def casemix_scores(model: Any, X: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Both heads' probabilities with every technician feature set to the typical value.
+
+    The dossiers' expected counts must adjust for the *job* (home, fault, timing, resident)
+    but not for the technician: the model also reads the technician's own track record
+    (``tech_*``: past rework rate, O/E, certification…), so its plain score already expects
+    more reworks from a technician who reworked a lot, and observed/expected would hide exactly
+    what the dossier is for. Replacing those features by their median over the scored orders
+    asks "what would a typical technician have produced on these jobs?".
+    """
+    from models.estimators import HEADS
+
+    if not len(X):
+        return {col: np.array([]) for col in HEADS.values()}
+    Xn = X.copy()
+    for c in [c for c in X.columns if c.startswith(TECH_PREFIX)]:
+        s = Xn[c]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            Xn[c] = float(np.nanmedian(s.to_numpy(dtype=float))) if s.notna().any() else np.nan
+        else:
+            mode = s.mode(dropna=True)
+            Xn[c] = mode.iloc[0] if len(mode) else s.iloc[0]
+            Xn[c] = Xn[c].astype(s.dtype)
+    return {col: model.heads[head].predict_proba(Xn) for head, col in HEADS.items()}
 
 
 def _draw(scores: pd.DataFrame, policy: S.Policy, secret: bytes) -> pd.DataFrame:

@@ -211,15 +211,24 @@ def dossiers_section(f: pd.DataFrame, inp: ReportInputs, cfg: DossierConfig) -> 
         t.index = t.index.astype(str)
         names = t["name"].to_dict() if "name" in t else None
         teams = t["team"].to_dict() if "team" in t else None
+    f = f[f["rework_risk"].notna()].copy()
+    basis = "model scores (include the technician's own history)"
+    if inp.features is not None and "casemix_rework_risk" in inp.features:
+        cm = inp.features.reindex(f["order_id"])
+        ok = cm["casemix_rework_risk"].notna().to_numpy()
+        f = f[ok]
+        for col in ("rework_risk", "dissatisfaction_prob"):
+            f[col] = cm.loc[f["order_id"], f"casemix_{col}"].to_numpy()
+        basis = "case-mix: model scores with every technician feature at its typical value"
     sec = technician_dossiers(
-        f[f["rework_risk"].notna()],
+        f,
         cfg,
         inspections=inp.inspections,
         appeals=inp.appeals,
         names=names,
         teams=teams,
     )
-    return {"available": True, **sec}
+    return {"available": True, "expected_basis": basis, **sec}
 
 
 # --------------------------------------------------------------------------- 3. drivers
