@@ -16,6 +16,9 @@ Written to ``--out``:
 * ``decisions.csv`` — the latest decision of every scored order (π and draw of the whole
   population, not only of the inspected sample).
 
+* ``ground_truth.parquet`` — an oracle table *without* oracle columns: the DVC stages read the
+  generator's oracle file, and a real operation has none.
+
 Rework needs no column of its own: it is derived from the orders (same unit + category within
 the window, or ``parent_order_id``) by ``models.labels``, exactly as for any contract file.
 """
@@ -173,6 +176,11 @@ def export_store(out_dir: Path, store: Any) -> dict[str, Any]:
     for name, frame in files.items():
         _render(frame).to_csv(out_dir / name, index=False, encoding="utf-8")
         counts[name] = len(frame)
+    # the DVC stages after ``generate`` read the generator's oracle file; a real operation has
+    # no oracle, so the export writes one without oracle columns (evaluate then reports none)
+    pd.DataFrame({"order_id": pd.Series([], dtype="string")}).to_parquet(
+        out_dir / "ground_truth.parquet", index=False
+    )
     followed = outcomes[outcomes["kind"] == "followup"]["order_id"].nunique()
     summary = {"out": str(out_dir), "rows": counts, "orders_with_followups": int(followed)}
     (out_dir / "export_summary.json").write_text(

@@ -75,6 +75,7 @@ def test_export_round_trip_validates_with_an_empty_quarantine(filled, tmp_path):
     assert ins.loc[0, "defect_codes"] == "leak;dirty" and ins.loc[0, "counts_as_failure"] == "true"
     assert float(ins.loc[0, "inclusion_probability"]) == 0.25 and ins.loc[0, "draw_u"] == "0.1"
     assert len(pd.read_csv(out / "decisions.csv")) == 40
+    assert list(pd.read_parquet(out / "ground_truth.parquet").columns) == ["order_id"]
     # the contract's own validator accepts everything
     checked = tmp_path / "validated"
     r = run(
