@@ -71,6 +71,7 @@ DECISION_COLUMNS = [
     "third_party_sample",
     "inclusion_probability",
     "draw_u",
+    "reasons",
 ]
 OUTCOME_COLUMNS = [
     "outcome_id",
@@ -917,7 +918,8 @@ class QualityLoopStore:
         ``latest_only`` (default) keeps the latest decision per order (a re-score supersedes;
         the draw is the same, π may differ): one row per order, what Horvitz–Thompson needs.
         ``inspection_reasons`` is the list of reason codes; ``draw_u`` the keyed uniform draw
-        (sampled when ``draw_u < inclusion_probability``).
+        (sampled when ``draw_u < inclusion_probability``); ``reasons`` the recorded
+        business-language reasons (list of ``{code, text, feature, value, contribution}``).
         """
         d = T.decisions.c
         q = sa.select(*[d[c] for c in DECISION_COLUMNS])
