@@ -336,3 +336,39 @@ def test_rework_links_agree_with_the_labels(store, batches):
     got = set(zip(links["order_id"], links["rework_order_id"], strict=True))
     assert len(expected) > 100
     assert got == expected
+
+
+def test_policy_inspection_queue_is_validated():
+    import copy
+
+    import yaml
+
+    from models.sampling import Policy, PolicyError
+    from serving.config import PACKAGE_DIR
+
+    d = yaml.safe_load((PACKAGE_DIR / "policy.yaml").read_text(encoding="utf-8"))
+    q = Policy.from_dict(d).inspection_queue
+    assert q.severity("fire_safety", "emergency") == 10.0 and q.capacity_per_community_day == 5
+
+    def refused(change, message):
+        bad = copy.deepcopy(d)
+        change(bad["inspection_queue"])
+        with pytest.raises(PolicyError) as exc:
+            Policy.from_dict(bad)
+        assert str(exc.value) == message
+
+    refused(lambda q: q.update(capacity=3), "inspection_queue: unknown key(s) ['capacity']")
+    refused(
+        lambda q: q["category_severity"].pop("other"),
+        "inspection_queue.category_severity: needs exactly ['plumbing', 'electrical', 'hvac', "
+        "'fire_safety', 'door_window', 'waterproofing', 'wall_floor', 'elevator', "
+        "'public_facility', 'other'] (missing ['other'])",
+    )
+    refused(
+        lambda q: q["priority_factor"].update(urgent=0),
+        "inspection_queue.priority_factor: values must be numbers > 0",
+    )
+    refused(
+        lambda q: q.update(capacity_per_community_day=-1),
+        "inspection_queue: capacity and carry_over_days must be >= 0",
+    )

@@ -884,12 +884,9 @@ class QualityLoopStore:
 
     def order_history(self, order_id: str) -> dict[str, Any]:
         """An order's recorded outcomes as JSON-ready records (oldest first)."""
-        out = self.outcomes_frame()
-        out = out[out["order_id"] == order_id]
-        ins = self.inspections_frame()
-        ins = ins[ins["order_id"] == order_id]
-        ap = self.appeals_frame()
-        ap = ap[ap["order_id"] == order_id]
+        out = self.outcomes_frame(order_id=order_id)
+        ins = self.inspections_frame(order_id=order_id)
+        ap = self.appeals_frame(order_id=order_id)
         return {
             "order_id": order_id,
             "followups": _records(
@@ -942,7 +939,7 @@ class QualityLoopStore:
             frame[c] = frame[c].astype("bool")
         return frame
 
-    def outcomes_frame(self) -> pd.DataFrame:
+    def outcomes_frame(self, *, order_id: str | None = None) -> pd.DataFrame:
         """Every recorded outcome, oldest first: follow-ups, rework links (and legacy kinds).
 
         Follow-ups fill ``rating``/``comment``/``complaint`` and ``observed_at`` (the
@@ -955,6 +952,8 @@ class QualityLoopStore:
         q = sa.select(
             c.id, c.order_id, c.kind, c.value, c.source, c.observed_at, c.recorded_at
         ).order_by(c.recorded_at, c.id)
+        if order_id is not None:  # one order's history (GET /v1/outcomes/{order_id})
+            q = q.where(c.order_id == order_id)
         rows = []
         with self.engine.connect() as conn:
             for r in conn.execute(q).mappings():
@@ -986,7 +985,7 @@ class QualityLoopStore:
         frame["is_latest"] = frame["is_latest"].astype("bool")
         return frame
 
-    def inspections_frame(self) -> pd.DataFrame:
+    def inspections_frame(self, *, order_id: str | None = None) -> pd.DataFrame:
         """One row per inspection result (internal | third_party), oldest inspection first.
 
         ``overturned`` (with ``appeal_id``): an appeal against the result was upheld, so it
@@ -1000,12 +999,17 @@ class QualityLoopStore:
             rows = [
                 dict(r)
                 for r in conn.execute(
-                    sa.select(T.inspection_results).order_by(c.inspected_at, c.recorded_at, c.id)
+                    sa.select(T.inspection_results)
+                    .where(c.order_id == order_id if order_id is not None else sa.true())
+                    .order_by(c.inspected_at, c.recorded_at, c.id)
                 ).mappings()
             ]
             upheld = dict(
                 conn.execute(
-                    sa.select(a.inspection_id, a.appeal_id).where(a.status == "upheld")
+                    sa.select(a.inspection_id, a.appeal_id).where(
+                        a.status == "upheld",
+                        a.order_id == order_id if order_id is not None else sa.true(),
+                    )
                 ).all()
             )
         out = []
@@ -1062,15 +1066,15 @@ class QualityLoopStore:
         frame["reinspection_passed"] = frame["reinspection_passed"].astype("boolean")
         return frame
 
-    def appeals_frame(self) -> pd.DataFrame:
+    def appeals_frame(self, *, order_id: str | None = None) -> pd.DataFrame:
         """Every appeal with its status (pending | upheld | rejected) and decision."""
         with self.engine.connect() as conn:
             rows = [
                 dict(r)
                 for r in conn.execute(
-                    sa.select(*[T.appeals.c[k] for k in APPEAL_COLUMNS]).order_by(
-                        T.appeals.c.submitted_at
-                    )
+                    sa.select(*[T.appeals.c[k] for k in APPEAL_COLUMNS])
+                    .where(T.appeals.c.order_id == order_id if order_id is not None else sa.true())
+                    .order_by(T.appeals.c.submitted_at)
                 ).mappings()
             ]
         frame = _frame(rows, APPEAL_COLUMNS, ("submitted_at", "decided_at"))

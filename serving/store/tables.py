@@ -101,6 +101,8 @@ decisions = sa.Table(
     ),
     sa.Index("ix_decisions_order_id", "order_id"),
     sa.Index("ix_decisions_created_at", "created_at"),
+    # 0002: a community's decisions of a period (inspection queue, capacity slots)
+    sa.Index("ix_decisions_community_id", "community_id", "completed_at"),
 )
 
 # Follow-up results (kind ``followup``: rating, comment, complaint) and automatic rework links
