@@ -558,6 +558,15 @@ def test_report_view_embeds_the_html_report(browser, live, report_routes):
     summary = by_id(browser, "report-summary").text
     for k in KPI_NAMES:
         assert KPI_ZH[k] in summary
+    period = browser.execute_script(
+        "const v = (id) => document.getElementById(id).value;"
+        "return [v('report-from'), v('report-to')]"
+    )
+    report = live.get("/v1/reports/improvement", **{"from": period[0], "to": period[1]})
+    assert f"{report['counts']['current']['orders']}\n本期工单" in summary
+    # the rectification items the report recommends are listed first, in the report's order
+    for rec in report.get("recommendations", [])[:8]:
+        assert rec["title_zh"] in summary
     assert by_id(browser, "report-open").is_enabled()
     assert by_id(browser, "report-download").get_attribute("href").startswith("blob:")
     browser.switch_to.frame(by_id(browser, "report-frame"))
