@@ -3,8 +3,10 @@
 ``GET /v1/reports/improvement?from=D&to=D[&community=C]`` returns exactly the JSON of
 ``repairqc report --out report.json`` read from this service's store (same builder,
 :func:`pipelines.report.build_report`), and ``GET /v1/reports/improvement.html`` the Chinese
-page of the same dict. Scores, π and draws are the recorded decisions; features for the drivers
-and the drift come from the model and history the service already holds.
+page of the same dict. Scores, π and draws are the recorded decisions; features for the drivers,
+the dossiers' case-mix and the drift come from the served model over a history built from the
+store's orders as they are now (the scoring cache may lag behind by its refresh interval, and the
+CLI must give the same numbers).
 
 A report over a month of orders takes seconds, and the dashboard asks for the JSON and the page
 of the same period one after the other, so built reports are kept for ``CACHE_SECONDS``
@@ -73,7 +75,6 @@ def _report(state: ServiceState, start: str, end: str, community: str | None) ->
             params_path=PARAMS_PATH,
             store=store,
             model=served.model,
-            history=state.cache.history,
         )
     except SourceUnavailableError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
