@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from models.schemas import ORDERS, TECHNICIANS, UNITS
+from serving.store.quality import FOLLOWUP_TO_ORDER
 
 #: Columns of ``inspections.csv`` (list fields are ``;``-joined like the contract's lists).
 INSPECTION_EXPORT_COLUMNS = [
@@ -74,8 +75,6 @@ DECISION_EXPORT_COLUMNS = [
     "inclusion_probability",
     "draw_u",
 ]
-#: Follow-up fields and the order columns they fill.
-FOLLOWUP_TO_ORDER = {"rating": "rating", "comment": "feedback_comment", "complaint": "complaint"}
 
 
 class EmptyStoreError(ValueError):

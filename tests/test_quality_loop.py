@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import time
 
 import pandas as pd
 import pytest
@@ -129,6 +130,20 @@ def test_outcomes_recorded_idempotent_and_listed(service):
     client.post("/v1/outcomes", json={"followups": [fixed]}, headers=auth(keys["quality"]))
     hist = client.get(f"/v1/outcomes/{o['order_id']}", headers=auth(keys["quality"])).json()
     assert [f["rating"] for f in hist["followups"]] == [2, 3]
+    # the follow-up reaches the stored order and the served history (later scores read it)
+    stored = service[4].orders_frame([o["order_id"]]).iloc[0]
+    assert (stored["rating"], stored["feedback_comment"], stored["complaint"]) == (
+        3,
+        "第二天又漏水了",
+        True,
+    )
+    cache = client.app.state.service.cache
+    for _ in range(100):
+        row = cache.orders[cache.orders["order_id"] == o["order_id"]]
+        if len(row) and row["rating"].iloc[-1] == 3:
+            break
+        time.sleep(0.05)
+    assert row["rating"].iloc[-1] == 3 and bool(row["complaint"].iloc[-1])
     assert [f["is_latest"] for f in hist["followups"]] == [False, True]
     assert hist["inspections"][0]["defect_codes"] == ["leak"]
     assert hist["followups"][0]["observed_at"].endswith("+08:00")

@@ -18,6 +18,7 @@ latest wins for reads).
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import re
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -180,6 +181,7 @@ def record_outcomes(
     with store_errors():
         got_fu = state.store.add_followups(fu)
         got_in = state.store.add_inspections(ins)
+    refresh_history(state, {g["order_id"] for g in got_fu if not g["duplicate"]})
     dup = sum(r["duplicate"] for r in got_fu + got_in)
     return OutcomesOut(
         recorded=len(got_fu) + len(got_in) - dup,
@@ -187,6 +189,23 @@ def record_outcomes(
         followups=got_fu,
         inspections=got_in,
     )
+
+
+def refresh_history(state: ServiceState, order_ids: set[str]) -> None:
+    """Hand orders whose follow-ups were just folded into the store to the served history.
+
+    A follow-up changes a *stored* order (its rating / comment / complaint), which later
+    scores read as history (the technician's and home's past outcomes, the recent-complaint
+    rule): the history cache folds such corrections in at its next rebuild.
+    """
+    if not order_ids:
+        return
+    frame = state.store.orders_frame(order_ids)
+    add = state.cache.add
+    if "corrected" in inspect.signature(add).parameters:
+        add(frame.iloc[:0], corrected=frame)
+    else:  # a cache without a corrections channel: re-added orders replace their old rows
+        add(frame)
 
 
 def _now() -> dt.datetime:

@@ -204,6 +204,8 @@ class Store(QualityLoopStore):
                 conn.execute(
                     T.orders.update().where(T.orders.c.order_id == r["order_id"]).values(**r)
                 )
+            if changed:  # a corrected order keeps the follow-ups recorded for it
+                self.fold_followups([r["order_id"] for r in changed], conn)
             if new or changed:  # same transaction: an order is never stored without its links
                 self.link_reworks(new + changed, conn=conn)
         return len(new) + len(changed)
@@ -219,10 +221,17 @@ class Store(QualityLoopStore):
             conn.execute(table.delete().where(table.c[key].in_(ids)))
             conn.execute(table.insert(), [{**r, "received_at": now} for r in rows])
 
-    def orders_frame(self) -> pd.DataFrame:
-        """Every stored order as a typed contract frame (the history of the features)."""
+    def orders_frame(self, order_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Stored orders (all, or those of ``order_ids``) as a typed contract frame."""
+        q = sa.select(*[T.orders.c[c] for c in ORDERS.names])
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*[T.orders.c[c] for c in ORDERS.names])).all()
+            if order_ids is None:
+                rows = conn.execute(q).all()
+            else:
+                ids = list(dict.fromkeys(order_ids))
+                rows = []
+                for i in range(0, len(ids), 500):
+                    rows += conn.execute(q.where(T.orders.c.order_id.in_(ids[i : i + 500]))).all()
         return _typed_frame(rows, ORDERS)
 
     def side_frame(self, which: str) -> pd.DataFrame | None:

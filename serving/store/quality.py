@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 #: Outcome kinds of the ``outcomes`` table written by the quality loop.
 FOLLOWUP = "followup"
 REWORK = "rework"
+#: Follow-up fields and the contract's outcome columns of the order they fill.
+FOLLOWUP_TO_ORDER: dict[str, str] = {
+    "rating": "rating",
+    "comment": "feedback_comment",
+    "complaint": "complaint",
+}
 #: Kinds of inspection results: internal (内部质检) and third-party (第三方抽检).
 INSPECTION_KINDS: tuple[str, ...] = ("internal", "third_party")
 #: Stored statuses of a rectification item; ``overdue`` is derived (past deadline, not done).
@@ -319,7 +325,40 @@ class QualityLoopStore:
                     "content_hash": content_hash({**value, "followed_up_at": at}),
                 }
             )
-        return self._append(T.outcomes, recs, lambda r: FOLLOWUP)
+        got = self._append(T.outcomes, recs, lambda r: FOLLOWUP)
+        fresh = {g["order_id"] for g in got if not g["duplicate"]}
+        if fresh:
+            with self.engine.begin() as conn:
+                self.fold_followups(fresh, conn)
+        return got
+
+    def fold_followups(self, order_ids: Iterable[str], conn: Connection) -> int:
+        """Write the recorded follow-ups into the stored orders' outcome columns.
+
+        Why: the stored orders are the history of every later score (as-of features, the
+        recent-complaint rule) and of the reports; a follow-up recorded through the loop must
+        reach them like one that came with the order. Per field (``rating``,
+        ``feedback_comment``, ``complaint``) the latest follow-up giving a value wins; fields
+        no follow-up gives keep the order's own value. The orders' ``input_hash`` is left
+        alone, so re-sending the original order is still recognised as the same order.
+        Returns the number of orders updated.
+        """
+        c = T.outcomes.c
+        latest: dict[str, dict[str, Any]] = defaultdict(dict)
+        for chunk in _chunks(set(order_ids)):
+            q = (
+                sa.select(c.order_id, c.value)
+                .where(c.kind == FOLLOWUP, c.order_id.in_(chunk))
+                .order_by(c.recorded_at, c.id)
+            )
+            for oid, value in conn.execute(q):
+                for src, dst in FOLLOWUP_TO_ORDER.items():
+                    v = (value or {}).get(src)
+                    if v is not None:
+                        latest[oid][dst] = v
+        for oid, vals in latest.items():
+            conn.execute(T.orders.update().where(T.orders.c.order_id == oid).values(**vals))
+        return len(latest)
 
     def add_inspections(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Record inspection results (内部质检 / 第三方抽检), validated by the caller.
