@@ -59,12 +59,16 @@ class DossierConfig:
         it even a large O/E is indistinguishable from luck.
     min_orders
         Smallest number of completed orders in the period for any flag.
+    excellent_max_other_oe
+        ``excellent`` also needs every other compared outcome's O/E at or below this: few
+        reworks do not make up for unhappy residents.
     """
 
     warning: float = 0.95
     alarm: float = 0.998
     min_expected: float = 1.0
     min_orders: int = 10
+    excellent_max_other_oe: float = 1.0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> DossierConfig:
@@ -185,8 +189,17 @@ def compare_outcome(
     return tab
 
 
-def _flag(positions: dict[str, str], orders: int, config: DossierConfig) -> tuple[str, list[str]]:
-    """Dossier flag and its reasons from the funnel positions of both outcomes."""
+def _flag(
+    positions: dict[str, str],
+    orders: int,
+    config: DossierConfig,
+    oe: dict[str, float | None] | None = None,
+) -> tuple[str, list[str]]:
+    """Dossier flag and its reasons from the funnel positions of both outcomes.
+
+    ``excellent`` needs one outcome significantly below expectation *and* every compared
+    outcome's O/E at or below ``config.excellent_max_other_oe``.
+    """
     zh = {"rework": "返修", "dissatisfaction": "不满意"}
     if orders < config.min_orders or all(p in ("too_few", "none") for p in positions.values()):
         return "too_few", [f"完工{orders}单，预期事件数不足，不作比较"]
@@ -199,7 +212,14 @@ def _flag(positions: dict[str, str], orders: int, config: DossierConfig) -> tupl
         ]
     if warn:
         return "watch", [f"{zh[k]}高于预期（超出95%控制限）" for k in warn]
-    if good:
+    worse = [
+        k
+        for k, v in (oe or {}).items()
+        if v is not None
+        and v > config.excellent_max_other_oe
+        and positions.get(k) not in ("too_few", "none")
+    ]
+    if good and not worse:
         return "excellent", [f"{zh[k]}显著低于预期（低于95%控制限）" for k in good]
     return "as_expected", []
 
@@ -285,7 +305,8 @@ def technician_dossiers(
             }
         entry["inspections"] = _inspection_counts(insp, tech)
         entry["appeals"] = _appeal_counts(app, tech)
-        flag, why = _flag(positions, n, config)
+        oe = {k: (entry[k] or {}).get("oe") for k in comp}
+        flag, why = _flag(positions, n, config, oe)
         entry["flag"], entry["flag_zh"], entry["flag_reasons"] = flag, FLAG_ZH[flag], why
         out[str(tech)] = entry
     return {

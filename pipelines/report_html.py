@@ -269,7 +269,8 @@ def technicians_html(sec: dict[str, Any]) -> str:
                 ins_txt("internal"),
                 ins_txt("third_party"),
                 "—" if ap is None else str(ap.get("filed", 0)),
-                f"<b>{e(d['flag_zh'])}</b> " + e("；".join(d["flag_reasons"])),
+                "<div style='text-align:left'>"
+                f"<b>{e(d['flag_zh'])}</b> {e('；'.join(d['flag_reasons']))}</div>",
             ]
         )
     out.append(

@@ -28,14 +28,16 @@ def _no_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-registry.db'}")
 
 
-def _jobs(tech: str, n: int, p: float, events: int, start: int = 0) -> pd.DataFrame:
+def _jobs(
+    tech: str, n: int, p: float, events: int, dissat_events: int | None = None
+) -> pd.DataFrame:
     y = np.zeros(n)
     y[:events] = 1
     dissat = np.zeros(n)  # dissatisfaction exactly as expected (5 %) for everyone
-    dissat[n - int(round(0.05 * n)) :] = 1
+    dissat[n - (int(round(0.05 * n)) if dissat_events is None else dissat_events) :] = 1
     return pd.DataFrame(
         {
-            "order_id": [f"{tech}-{i}" for i in range(start, start + n)],
+            "order_id": [f"{tech}-{i}" for i in range(n)],
             "technician_id": tech,
             "category": "plumbing",
             "priority": "normal",
@@ -67,6 +69,7 @@ def test_dossiers_flag_by_observed_vs_expected_not_raw_rates():
             _jobs("C", 200, 0.10, 8),  # well below: excellent
             _jobs("D", 5, 0.10, 1),  # E = 0.5: too few to judge
             _jobs("E", 100, 0.40, 40),  # hard jobs: 40 % raw rework, but exactly as expected
+            _jobs("F", 200, 0.10, 8, dissat_events=15),  # few reworks, but unhappy residents
         ],
         ignore_index=True,
     )
@@ -86,6 +89,10 @@ def test_dossiers_flag_by_observed_vs_expected_not_raw_rates():
     assert t["C"]["flag"] == "excellent"
     assert t["D"]["flag"] == "too_few"
     assert t["E"]["flag"] == "as_expected"  # the hard jobs are not punished
+    # significantly few reworks do not make "excellent" when residents are less happy than
+    # expected (dissatisfaction O/E 1.5, within its limits)
+    assert t["F"]["rework"]["position"].startswith("below")
+    assert t["F"]["dissatisfaction"]["position"] == "within" and t["F"]["flag"] == "as_expected"
     assert t["E"]["rework"]["expected"] == pytest.approx(40.0)
     # the limits reported are those of each technician's own expected count
     assert t["A"]["rework"]["limits_95"][1] == pytest.approx(funnel_limits(20.0, 0.95)[1][0], 1e-3)
@@ -98,7 +105,7 @@ def test_dossiers_flag_by_observed_vs_expected_not_raw_rates():
     assert t["B"]["inspections"]["overturned_excluded"] == 1
     assert t["B"]["appeals"] == {"filed": 1, "upheld": 1}
     assert d["summary"]["needs_coaching"] == 1
-    assert {p["technician_id"] for p in d["funnel"]["rework"]["points"]} == set("ABCDE")
+    assert {p["technician_id"] for p in d["funnel"]["rework"]["points"]} == set("ABCDEF")
     json.dumps(d, allow_nan=False)
 
 
