@@ -385,8 +385,54 @@ class QueueItem(BaseModel):
     reasons: list[Reason]
 
 
+QUEUE_EXAMPLE: dict[str, Any] = {
+    "date": "2024-05-02",
+    "community": "C001",
+    "capacity": 5,
+    "counts": {"open": 1, "assigned": 0, "done": 0, "overdue": 0},
+    "overflow": 0,
+    "items": [
+        {
+            "decision_id": "9f2c1e7a4b3d4c55",
+            "order_id": "WO202405010001",
+            "community_id": "C001",
+            "category": "plumbing",
+            "priority": "urgent",
+            "technician_id": "T017",
+            "completed_at": "2024-05-02T03:20:00+08:00",
+            "rework_risk": 0.42,
+            "dissatisfaction_prob": 0.31,
+            "severity": 3.0,
+            "expected_harm": 1.26,
+            "status": "open",
+            "assignee": None,
+            "due_at": "2024-05-04T03:20:00+08:00",
+            "inspection_reasons": [
+                {"code": "rework_order", "source": "rule", "text": "本单为返修单"},
+                {
+                    "code": "model_rework_risk",
+                    "source": "model",
+                    "text": "模型返修风险42%≥阈值35%",
+                },
+            ],
+            "reasons": [
+                {
+                    "code": "unit_repeat_90d",
+                    "text": "同户90天内同类报修2次",
+                    "feature": "unit_cat_orders_90d",
+                    "value": 2,
+                    "contribution": 0.61,
+                }
+            ],
+        }
+    ],
+}
+
+
 class QueueOut(BaseModel):
     """The day's inspection queue (质检任务队列) of a community, or of all communities."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [QUEUE_EXAMPLE]})
 
     date: str
     community: str | None

@@ -406,6 +406,11 @@ def test_upheld_appeal_overturns_the_failure_everywhere(service):
     listed = client.get("/v1/appeals?status=upheld", headers=auth(keys["quality"])).json()
     assert appeal["appeal_id"] in [a["appeal_id"] for a in listed]
     assert client.get("/v1/appeals/none", headers=auth(keys["quality"])).status_code == 404
+    r = client.get("/v1/appeals?status=lost", headers=auth(keys["quality"]))
+    assert r.status_code == 422
+    assert r.json()["detail"] == [
+        "status: String should match pattern '^(pending|upheld|rejected)$'"
+    ]
 
 
 def test_openapi_documents_the_loop_with_chinese_examples(service):
@@ -419,3 +424,4 @@ def test_openapi_documents_the_loop_with_chinese_examples(service):
         schemas["FollowupIn"]["examples"]
     )
     assert "申诉" in spec["paths"]["/v1/appeals"]["post"]["summary"]
+    assert "本单为返修单" in str(schemas["QueueOut"]["examples"])
