@@ -57,10 +57,16 @@ class Settings(BaseSettings):
         2000, ge=50, description="Stored orders used to bin each feature's mean contribution."
     )
     history_refresh_orders: int = Field(
-        1, ge=1, description="Rebuild the in-memory history after this many new stored orders."
+        1, ge=1, description="Unused: stored orders are history at once (kept for old configs)."
+    )
+    history_merge_orders: int = Field(
+        5000,
+        ge=1,
+        description="Fold the in-memory history's delta into a rebuilt index after this many "
+        "new orders (queries of a large delta get slower; the rebuild runs in the background).",
     )
     history_refresh_seconds: float = Field(
-        2.0, ge=0.0, description="... but at most once per this many seconds (bounded lag)."
+        2.0, ge=0.0, description="At most one background history rebuild per this many seconds."
     )
     log_level: str = Field("INFO", description="Root log level.")
 

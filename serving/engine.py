@@ -16,6 +16,7 @@ re-sending nor re-scoring can re-roll it.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
 import queue
@@ -32,10 +33,11 @@ import pandas as pd
 
 from models import sampling as S
 from models.estimators import HEADS, RiskModel
-from models.features import History, features_for
+from models.features import CATEGORICAL_LEVELS, History, feature_arrays, features_for
 from models.schemas import ORDERS, TIMEZONE
+from serving.history import IncrementalHistory
 from serving.model_source import ModelIdentity
-from serving.reasons import Reasoner, numeric_matrix
+from serving.reasons import Reasoner
 from serving.store.db import Store, content_hash, frame_rows, utcnow
 
 log = logging.getLogger(__name__)
@@ -56,65 +58,143 @@ class ServedModel:
 
 
 class HistoryCache:
-    """Every stored order, indexed for as-of features; rebuilt when new orders arrived."""
+    """Every stored order as an as-of history, extended by each scored batch (no lag).
 
-    def __init__(self, store: Store, refresh_seconds: float):
+    The history is a :class:`serving.history.IncrementalHistory`: a batch's new orders are
+    appended before its features are computed, so they are history for each other (as in
+    training) and for the next request at once. What cannot be appended — corrected orders,
+    new technicians / units tables, an order reported before the history's start — and a
+    delta grown past ``merge_orders`` is folded in by a rebuild in a background thread
+    (at most every ``refresh_seconds``); orders appended meanwhile are re-appended to the new
+    history before it is swapped in, so none is lost.
+
+    ``lock`` serialises appends and the feature reads of the scorer (one scoring at a time
+    mutates the history; reads by other code see a consistent old or new delta row set).
+    """
+
+    def __init__(self, store: Store, refresh_seconds: float, merge_orders: int = 5000):
         self.store = store
         self.refresh_seconds = refresh_seconds
-        self._lock = threading.Lock()
-        self._orders = store.orders_frame()
+        self.merge_orders = merge_orders
+        self.lock = threading.RLock()
+        self._seed = store.orders_frame()
         self._technicians = store.side_frame("technicians")
         self._units = store.side_frame("units")
-        self._pending: list[pd.DataFrame] = []
+        self._corrections: list[pd.DataFrame] = []
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.history: History | None = None
-        self.complaints: dict[str, np.ndarray] = {}
+        self.current: IncrementalHistory | None = None
         self.built_at = 0.0
+        self.appended_since_check = 0
+
+    @property
+    def history(self) -> History | None:
+        """The features' history (None before the first build)."""
+        return None if self.current is None else self.current.history
+
+    @property
+    def complaints(self) -> dict[str, list[float]]:
+        """Home -> sorted times at which a complaint on it became known."""
+        return {} if self.current is None else self.current.complaints
 
     @property
     def orders(self) -> pd.DataFrame:
-        """The orders the current history was built from."""
-        return self._orders
+        """Every order of the history (typed contract frame)."""
+        if self.current is None:
+            return self._seed
+        frames = self.current.frames
+        if len(frames) > 1:  # concatenate once, keep the result for the next reader
+            merged = pd.concat(frames, ignore_index=True)
+            self.current.frames = frames = [merged]
+        return frames[0]
 
-    def add(self, orders: pd.DataFrame, side_changed: bool = False) -> None:
-        """Note new or corrected orders (typed); the next refresh folds them in."""
-        with self._lock:
-            if len(orders):
-                self._pending.append(orders)
-        if len(orders) or side_changed:
+    def known(self, ids: list[str]) -> np.ndarray:
+        """Which order ids are part of the history."""
+        cur = self.current
+        if cur is None:
+            return np.zeros(len(ids), dtype=bool)
+        return np.fromiter((cur.contains(i) for i in ids), dtype=bool, count=len(ids))
+
+    def add(
+        self,
+        orders: pd.DataFrame,
+        side_changed: bool = False,
+        corrected: pd.DataFrame | None = None,
+    ) -> None:
+        """Fold stored orders (typed) into the history.
+
+        ``orders``: orders not in the history yet (appended at once). ``corrected``: orders of
+        the history whose stored content may have changed (folded in by the next rebuild).
+        """
+        with self.lock:
             if side_changed:
                 self._technicians = self.store.side_frame("technicians")
                 self._units = self.store.side_frame("units")
-            self._dirty.set()
+                self._dirty.set()
+            if corrected is not None and len(corrected):
+                self._corrections.append(corrected)
+                self._dirty.set()
+            cur = self.current
+            if cur is None or not len(orders):
+                return
+            cur.append(orders)
+            self.appended_since_check += len(orders)
+            if cur.needs_rebuild or cur.appended >= self.merge_orders:
+                self._dirty.set()
 
     def rebuild(self, model: RiskModel) -> None:
-        """Build the history now (start-up, reload, tests); swaps in one assignment."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-        if pending:
-            merged = pd.concat([self._orders, *pending], ignore_index=True)
-            self._orders = merged.drop_duplicates("order_id", keep="last").reset_index(drop=True)
-        self._dirty.clear()
-        self.install(*self.build(model))
+        """Build the history now from everything known (start-up, reload, tests) and install."""
+        self.install(self.build(model))
 
-    def build(self, model: RiskModel) -> tuple[History, dict[str, np.ndarray]]:
-        """A history of the current orders under ``model``'s feature config (not installed)."""
-        history = model.history(self._orders, self._technicians, self._units)
-        return history, _complaint_index(self._orders, model.feature_config.followup_delay_hours)
+    def build(self, model: RiskModel) -> IncrementalHistory:
+        """A history of the current orders under ``model``'s feature config (not installed).
 
-    def install(self, history: History, complaints: dict[str, np.ndarray]) -> None:
-        """Make a built history the one requests use (single assignments: atomic for readers)."""
-        self.complaints = complaints
-        self.history = history
-        self.built_at = time.monotonic()
+        Orders appended to the current history while this runs are not in it: ``install``
+        appends them.
+        """
+        with self.lock:
+            frames = [self.orders, *self._corrections]
+            self._corrections = []
+            self._dirty.clear()
+            techs, units = self._technicians, self._units
+            mark = self._mark()
+        orders = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        orders = orders.drop_duplicates("order_id", keep="last").reset_index(drop=True)
+        cfg = model.feature_config
+        complaints = {
+            k: list(v) for k, v in _complaint_index(orders, cfg.followup_delay_hours).items()
+        }
+        inc = IncrementalHistory(orders, techs, units, cfg, model.text_scorer, complaints)
+        inc.built_from = mark  # type: ignore[attr-defined]
+        return inc
+
+    def _mark(self) -> tuple[IncrementalHistory | None, int]:
+        """Where the current history's appended frames end (what a new build contains)."""
+        cur = self.current
+        return (cur, len(cur.frames) if cur is not None else 0)
+
+    def install(self, inc: IncrementalHistory) -> None:
+        """Make a built history the one requests use; catches up on orders appended since."""
+        with self.lock:
+            old, n_frames = getattr(inc, "built_from", (None, 0))
+            cur = self.current
+            if cur is not None and cur is old and len(cur.frames) > n_frames:
+                for frame in cur.frames[n_frames:]:
+                    fresh = ~frame["order_id"].astype(str).isin(inc.ids.keys()).to_numpy()
+                    if fresh.any():
+                        inc.append(frame[fresh])
+            inc.frames = (
+                [pd.concat(inc.frames, ignore_index=True)] if len(inc.frames) > 1 else inc.frames
+            )
+            self.current = inc
+            self.built_at = time.monotonic()
 
     def start(self, current: Any, on_rebuild: Any = None) -> None:
-        """Background refresher; ``current()`` returns the served model at each rebuild.
+        """Background merger; ``current()`` returns the served model at each rebuild.
 
-        ``on_rebuild()`` runs after each rebuild (the state upgrades exact reasons to binned
-        ones once the store holds a reference sample).
+        ``on_rebuild()`` runs after each rebuild and after new orders were appended (the state
+        upgrades exact reasons to binned ones once the store holds a reference sample).
         """
 
         def loop() -> None:
@@ -125,16 +205,23 @@ class HistoryCache:
                         return
                     try:
                         self.rebuild(current().model)
-                        if on_rebuild is not None:
-                            on_rebuild()
                     except Exception:  # keep serving the old history
-                        log.exception("history refresh failed")
+                        log.exception("history rebuild failed")
+                        self.built_at = time.monotonic()
+                elif not self.appended_since_check:
+                    continue
+                self.appended_since_check = 0
+                if on_rebuild is not None:
+                    try:
+                        on_rebuild()
+                    except Exception:
+                        log.exception("after-rebuild hook failed")
 
-        self._thread = threading.Thread(target=loop, name="history-refresh", daemon=True)
+        self._thread = threading.Thread(target=loop, name="history-merge", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the refresher (shutdown)."""
+        """Stop the merger (shutdown)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -142,11 +229,12 @@ class HistoryCache:
     def days_since_unit_complaint(self, units: np.ndarray, t_done: np.ndarray) -> np.ndarray:
         """Days since the latest complaint on each home known before each completion."""
         out = np.full(len(units), np.nan)
+        complaints = self.complaints
         for i, (u, t) in enumerate(zip(units, t_done, strict=True)):
-            times = self.complaints.get(u)
-            if times is None or np.isnan(t):
+            times = complaints.get(u)
+            if not times or np.isnan(t):
                 continue
-            k = np.searchsorted(times, t, side="left")
+            k = bisect.bisect_left(times, t)
             if k:
                 out[i] = (t - times[k - 1]) / _DAY_S
         return out
@@ -169,6 +257,65 @@ def _complaint_index(orders: pd.DataFrame, followup_hours: float) -> dict[str, n
     known = _secs(c["completed_at"]) + followup_hours * 3600.0
     frame = pd.DataFrame({"unit": c["unit_id"].astype(str).to_numpy(), "t": known})
     return {u: np.sort(g["t"].to_numpy()) for u, g in frame.groupby("unit")}
+
+
+def feature_matrix(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """``numeric_matrix(features_for(...), names)`` straight from :func:`feature_arrays`.
+
+    Categoricals are already their contract level codes (-1 -> NaN), which is what
+    ``numeric_matrix`` computes from the DataFrame; the state checks both agree at load time.
+    """
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    M = np.empty((n, len(names)))
+    for j, c in enumerate(names):
+        v = arrays[c]
+        M[:, j] = np.where(v >= 0, v, np.nan) if c in CATEGORICAL_LEVELS else v
+    return M
+
+
+class _Column:
+    """One feature column of a :class:`FeatureView` (``to_numpy`` like a Series)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray):
+        self.values = values
+
+    def to_numpy(self, dtype: Any = None) -> np.ndarray:
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+class FeatureView:
+    """The few frame operations the binned reasons read (``len``, ``in``, ``[c].to_numpy()``).
+
+    Why not a DataFrame: building one from ~100 arrays and taking it apart again costs more
+    than a single order's features. Categoricals read back as their level strings (NaN
+    missing), exactly as from the ``features_for`` frame.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], n: int):
+        self.arrays = arrays
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.arrays
+
+    def __getitem__(self, name: str) -> _Column:
+        v = self.arrays[name]
+        if name in CATEGORICAL_LEVELS:
+            levels = np.array([*CATEGORICAL_LEVELS[name], np.nan], dtype=object)
+            return _Column(levels[np.where(v >= 0, v, -1)])
+        return _Column(v)
+
+    def frame(self, index: pd.Index) -> pd.DataFrame:
+        """The same features as a DataFrame (what ``features_for`` returns, without ids)."""
+        data: dict[str, Any] = dict(self.arrays)
+        for col, levels in CATEGORICAL_LEVELS.items():
+            data[col] = pd.Categorical.from_codes(data[col], categories=list(levels))
+        return pd.DataFrame(data, index=index)
 
 
 class Coalescer:
@@ -290,14 +437,19 @@ class Scorer:
         ids = [r["order_id"] for r in rows]
         version = served.identity.tag if rescore else None
         found = self.store.find_decisions(zip(ids, hashes, strict=True), version)
-        changed = self.store.upsert_orders(rows, hashes)
-        if changed:
-            self.cache.add(orders)
         todo = np.array([i not in found for i in ids], dtype=bool)
+        with self.cache.lock:  # store, append to the history and compute features as one step
+            changed = self.store.upsert_orders(rows, hashes)
+            if changed:
+                known = self.cache.known(ids)
+                fresh = orders if not known.any() else orders[~known]
+                corrected = orders[known] if changed > len(fresh) else None
+                self.cache.add(fresh, corrected=corrected)
+            if todo.any():
+                new = self._decide(
+                    served, orders[todo], [h for h, t in zip(hashes, todo, strict=True) if t]
+                )
         if todo.any():
-            new = self._decide(
-                served, orders[todo], [h for h, t in zip(hashes, todo, strict=True) if t]
-            )
             inserted = self.store.insert_decisions(new)
             if inserted == len(new):  # all ours: no read-back round trip
                 found.update({r["order_id"]: r for r in new})
@@ -312,13 +464,17 @@ class Scorer:
         """Features, both heads, policy and sample for orders without a recorded decision."""
         history = self.cache.history
         assert history is not None, "history not built"
-        feats = features_for(history, orders)
         names = served.model.feature_names
         heads = served.model.heads
         if served.numpy_heads:  # one float matrix for both heads and the reasons
-            M = numeric_matrix(feats, names)
+            arrays = feature_arrays(history, orders)
+            M = feature_matrix(arrays, names)
             scores = {col: heads[h].predict_proba_matrix(M) for h, col in HEADS.items()}
+            feats: Any = FeatureView(arrays, len(orders))
+            if served.reasoner.mode != "binned":  # exact reasons read a DataFrame
+                feats = feats.frame(orders.index)
         else:
+            feats = features_for(history, orders)
             M = None
             scores = {col: heads[h].predict_proba(feats[names]) for h, col in HEADS.items()}
         reasons = served.reasoner.top(feats, self.reasons_k, M)

@@ -18,11 +18,11 @@ import yaml
 
 from models import sampling as S
 from models.estimators import HEADS, RiskModel
-from models.features import CATEGORICAL_LEVELS, completed_mask, features_for
+from models.features import CATEGORICAL_LEVELS, completed_mask, feature_arrays, features_for
 from models.schemas import ORDERS
 from models.validation import validate_orders
 from serving.config import Settings
-from serving.engine import HistoryCache, Scorer, ServedModel
+from serving.engine import HistoryCache, Scorer, ServedModel, feature_matrix
 from serving.model_source import ModelIdentity, ModelLoadError, load_from_dir, load_from_registry
 from serving.observability import Metrics
 from serving.reasons import Reasoner, numeric_matrix
@@ -51,12 +51,13 @@ class ServiceState:
         self.engine = make_engine(settings.database_url)
         upgrade(self.engine)
         self.store = Store(self.engine)
-        self.cache = HistoryCache(self.store, settings.history_refresh_seconds)
+        self.cache = HistoryCache(
+            self.store, settings.history_refresh_seconds, settings.history_merge_orders
+        )
         self._reload_lock = threading.Lock()
         model, identity = self._load()
-        self.cache.rebuild(model)
         served, built = self._prepare(model, identity)
-        self.cache.install(*built)
+        self.cache.install(built)
         self.scorer = Scorer(
             self.store,
             self.cache,
@@ -76,7 +77,7 @@ class ServiceState:
     def _prepare(self, model: RiskModel, identity: ModelIdentity) -> tuple[ServedModel, Any]:
         """History under the model's feature config, smoke test, reasons table (not swapped)."""
         built = self.cache.build(model)
-        history = built[0]
+        history = built.history
         smoke = self._reference_orders(limit=self.settings.reference_orders)
         if not len(smoke):
             smoke = validate_orders(
@@ -84,7 +85,9 @@ class ServiceState:
             ).valid.drop(columns="source_row")
         feats = features_for(history, smoke)
         M = numeric_matrix(feats, model.feature_names)
-        numpy_heads = True
+        # the request path builds the matrix from the feature arrays: it must be this matrix
+        fast = feature_matrix(feature_arrays(history, smoke), model.feature_names)
+        numpy_heads = bool(np.array_equal(fast, M, equal_nan=True))
         for h in HEADS:
             p = model.heads[h].predict_proba(feats[model.feature_names])
             if not (np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))):
@@ -117,7 +120,8 @@ class ServiceState:
         ref = self._reference_orders(limit=self.settings.reference_orders)
         if len(ref) < need:
             return
-        feats = features_for(self.cache.history, ref)
+        with self.cache.lock:  # appends mutate the history
+            feats = features_for(self.cache.history, ref)
         with self._reload_lock:
             if self.scorer.served is served:
                 self.scorer.served = ServedModel(
@@ -143,7 +147,7 @@ class ServiceState:
             except Exception as exc:  # anything wrong: refuse, the old model keeps serving
                 log.warning("reload refused", extra={"error": str(exc)})
                 raise ModelLoadError(str(exc)) from exc
-            self.cache.install(*built)
+            self.cache.install(built)
             self.scorer.served = served
             log.info("reloaded", extra={"old": old.identity.tag, "new": identity.tag})
             return identity

@@ -1,0 +1,575 @@
+"""The service's as-of history, kept up to date order by order (no periodic rebuild).
+
+Why: every scored order is history for the next one (unit repeats, technician workload, resident
+urging...). Rebuilding :func:`models.features.build_history` from the store costs from 0.1 s to
+seconds and, in a background thread, steals the interpreter from requests (p99) while the history
+lags. Here the indexes built at start-up (*main*) stay untouched and each new order adds its
+event rows to a small *delta* index per event kind; a query asks both and adds the answers.
+
+The rows come from the training code (:func:`models.features.history_arrays`,
+:func:`~models.features.history_events`), so the definitions exist once. What a new order changes
+in *earlier* orders is applied as retractions (weight -1) and corrected rows (+1):
+
+* rework labels (:func:`models.labels.rework_labels`' definition, recomputed here for the homes
+  and parents the new orders touch, see :func:`_first_repeat`);
+* the first report of a home (``unit_first`` / ``*_first``) when an order reports earlier;
+* the case-mix expectation of the technician index (``tech_oe``), recomputed for orders after
+  the earliest changed event.
+
+So the features equal those of a full rebuild (tests/test_serving_history.py): counts exactly,
+float sums up to rounding (the order of additions differs). Corrections of stored orders, new
+technicians/units tables and orders reported before the history's start are not incremental:
+the owner rebuilds (``needs_rebuild``). Growing deltas make queries slower, so the owner folds
+them into a new main index from time to time (:meth:`IncrementalHistory.rebuilt`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.features import (
+    _TIME_BITS,
+    GROUPS,
+    EventIndex,
+    FeatureConfig,
+    History,
+    TextScorer,
+    _bool,
+    _group_keys,
+    _num,
+    _secs,
+    _str,
+    build_history,
+    expected_reworks,
+    history_arrays,
+    history_events,
+    tech_oe_rows,
+)
+from models.labels import label_orders
+from models.schemas import ORDERS
+
+#: Weight column of the delta indexes (a count is the sum of weights).
+_W = "__weight"
+#: The first-report indexes and which per-order array holds their key.
+_FIRSTS: dict[str, str] = {"unit_first": "kind", **{f"{g}_first": g for g in GROUPS}}
+
+
+class GrowingVocab:
+    """A vocabulary index plus ids seen since it was built (codes continue after it).
+
+    Offers what :func:`models.features._codes` uses of a ``pandas.Index``.
+    """
+
+    def __init__(self, base: pd.Index):
+        self.base = base
+        self.extra: dict[Any, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.extra)
+
+    def get_loc(self, value: Any) -> int:
+        """Code of one value (KeyError when unknown)."""
+        try:
+            return int(self.base.get_loc(value))
+        except KeyError:
+            return self.extra[value]
+
+    def get_indexer(self, values: pd.Index) -> np.ndarray:
+        """Codes of many values (-1 unknown)."""
+        codes = self.base.get_indexer(values)
+        if self.extra:
+            for i in np.flatnonzero(codes < 0):
+                codes[i] = self.extra.get(values[i], -1)
+        return codes
+
+    def add(self, values: np.ndarray) -> None:
+        """Give codes to the present values not known yet (in order of appearance)."""
+        for v in dict.fromkeys(values.tolist()):  # unique, in order of appearance
+            if v is None or v is pd.NA or v in self.extra:
+                continue
+            try:
+                self.base.get_loc(v)
+            except KeyError:
+                self.extra[v] = len(self)
+
+
+_Rows3 = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
+
+
+class _Level:
+    """Rows of one delta level and their sorted index (built on first use after a change)."""
+
+    def __init__(self, rows: _Rows3):
+        self.rows = rows
+        self._index: EventIndex | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows[0])
+
+    @property
+    def index(self) -> EventIndex | None:
+        if self._index is None and len(self):
+            self._index = EventIndex(*self.rows)
+        return self._index
+
+
+def _concat(a: _Rows3, b: _Rows3) -> _Rows3:
+    return (
+        np.concatenate([a[0], b[0]]),
+        np.concatenate([a[1], b[1]]),
+        {k: np.concatenate([a[2][k], b[2][k]]) for k in a[2]},
+    )
+
+
+class DeltaIndex:
+    """Weighted events added after the main index: count = sum of weights (-1 retracts).
+
+    Two levels, like a log-structured merge: each add re-sorts only the small *recent* level;
+    past ``RECENT_ROWS`` it is merged into the *settled* level (one larger sort, amortised).
+    Levels are replaced by single assignments, so a concurrent reader sees the old or the new
+    rows, never half of an add.
+    """
+
+    RECENT_ROWS = 256
+
+    def __init__(self, value_names: list[str]):
+        self.value_names = value_names
+        empty: _Rows3 = (
+            np.empty(0, dtype=np.int64),
+            np.empty(0),
+            {k: np.empty(0) for k in [*value_names, _W]},
+        )
+        self.levels: tuple[_Level, _Level] = (_Level(empty), _Level(empty))
+        self.retracted = False
+
+    def __len__(self) -> int:
+        return sum(len(lv) for lv in self.levels)
+
+    def add(self, keys: np.ndarray, times: np.ndarray, values: dict[str, np.ndarray], w: float):
+        """Add event rows with weight ``w`` (+1 new, -1 retract)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        times = np.asarray(times, dtype=float)
+        ok = (keys >= 0) & ~np.isnan(times)
+        if not ok.any():
+            return
+        vals = {
+            k: w * np.nan_to_num(np.asarray(values[k], dtype=float)[ok]) for k in self.value_names
+        }
+        vals[_W] = np.full(int(ok.sum()), float(w))
+        settled, recent = self.levels
+        rows = _concat(recent.rows, (keys[ok], times[ok], vals))
+        if len(rows[0]) > self.RECENT_ROWS:
+            self.levels = (
+                _Level(_concat(settled.rows, rows)),
+                _Level((rows[0][:0], rows[1][:0], {k: v[:0] for k, v in rows[2].items()})),
+            )
+        else:
+            self.levels = (settled, _Level(rows))
+        self.retracted |= w < 0
+
+
+class LayeredIndex:
+    """A main :class:`EventIndex` plus a :class:`DeltaIndex`, queried as one index."""
+
+    def __init__(self, main: EventIndex, delta: DeltaIndex):
+        self.main = main
+        self.delta = delta
+
+    def query(
+        self, keys: np.ndarray, times: np.ndarray, window_s: Any = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`EventIndex.query` over all layers (the search keys are computed once)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        times = np.asarray(times, dtype=float)
+        bad = (keys < 0) | np.isnan(times)
+        base = np.where(bad, 0, keys) << _TIME_BITS
+        hi_key = base + np.where(times > 0, times, 0.0).astype(np.int64)
+        if window_s is None:
+            lo_key = base
+        else:
+            t0 = times - window_s
+            lo_key = base + np.where(t0 > 0, t0, 0.0).astype(np.int64)
+        count = None
+        sums: dict[str, np.ndarray] = {}
+        for index, weighted in self._layers():
+            hi = np.searchsorted(index.comp, hi_key, side="left")
+            lo = np.minimum(np.searchsorted(index.comp, lo_key, side="left"), hi)
+            if weighted:
+                c = index.cum[_W]
+                count = count + (c[hi] - c[lo])
+            else:
+                count = (hi - lo).astype(float)
+            for name, c in index.cum.items():
+                if name != _W:
+                    d = c[hi] - c[lo]
+                    sums[name] = sums[name] + d if name in sums else d
+        assert count is not None
+        if bad.any():
+            count = np.where(bad, 0.0, count)
+            sums = {k: np.where(bad, 0.0, v) for k, v in sums.items()}
+        return count, sums
+
+    def _layers(self) -> list[tuple[EventIndex, bool]]:
+        out = [(self.main, False)]
+        for level in self.delta.levels:
+            if level.index is not None:
+                out.append((level.index, True))
+        return out
+
+    def last_time(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """:meth:`EventIndex.last_time` over both layers."""
+        # only report / completion indexes are asked this, and their rows are never retracted
+        last = self.main.last_time(keys, times)
+        for level in self.delta.levels:
+            d = level.index
+            if d is not None:
+                last = np.fmax(last, d.last_time(keys, times))
+        return last
+
+
+class _Rows:
+    """Per-order arrays of every order in the history, appendable (capacity doubling)."""
+
+    def __init__(self, a: dict[str, np.ndarray]):
+        self.n = len(next(iter(a.values())))
+        self.cols = {k: np.asarray(v).copy() for k, v in a.items()}
+
+    def append(self, a: dict[str, np.ndarray]) -> np.ndarray:
+        m = len(next(iter(a.values())))
+        for k, v in a.items():
+            col = self.cols[k]
+            if self.n + m > len(col):
+                grown = np.empty(max(2 * len(col), self.n + m), dtype=col.dtype)
+                grown[: self.n] = col[: self.n]
+                self.cols[k] = col = grown
+            col[self.n : self.n + m] = v
+        rows = np.arange(self.n, self.n + m)
+        self.n += m
+        return rows
+
+    def take(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v[rows] for k, v in self.cols.items()}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name][: self.n]
+
+
+def _ns(s: pd.Series) -> np.ndarray:
+    """Integer nanoseconds since the epoch (NaT -> int64 min), whatever the column's unit."""
+    if not isinstance(s.dtype, pd.DatetimeTZDtype):
+        s = pd.to_datetime(s).dt.tz_localize("UTC")
+    i8 = s.array.asi8
+    scale = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[s.dtype.unit]
+    return np.where(i8 == np.iinfo(np.int64).min, i8, i8 * scale)
+
+
+_NAT = np.iinfo(np.int64).min
+
+
+class IncrementalHistory:
+    """The features' :class:`History` of the stored orders, extended per appended batch."""
+
+    def __init__(
+        self,
+        orders: pd.DataFrame,
+        technicians: pd.DataFrame | None,
+        units: pd.DataFrame | None,
+        config: FeatureConfig,
+        text_scorer: TextScorer | None = None,
+        complaints: dict[str, list[float]] | None = None,
+    ):
+        self.config = config
+        self.technicians = technicians
+        self.units = units
+        self.text_scorer = text_scorer
+        self.window_ns = int(round(config.rework_window_days * 86400 * 10**9))
+        self.follow_s = config.followup_delay_hours * 3600.0
+        self.frames: list[pd.DataFrame] = [orders]
+        self.needs_rebuild = False
+        self.appended = 0
+        main = build_history(
+            orders, technicians=technicians, units=units, config=config, text_scorer=text_scorer
+        )
+        self.main = main
+        self.vocab = {k: GrowingVocab(v) for k, v in main.vocab.items() if k != "team"}
+        vocab: dict[str, Any] = {**self.vocab, "team": main.vocab["team"]}
+        self.deltas = {name: DeltaIndex(list(ix.cum)) for name, ix in main.events.items()}
+        self.history = History(
+            config,
+            vocab,
+            {name: LayeredIndex(ix, self.deltas[name]) for name, ix in main.events.items()},
+            main.technicians,
+            main.units,
+            text_scorer,
+            main.start,
+        )
+        # per-order state: the arrays the events are made of, plus what labels are made of
+        lab = label_orders(orders[ORDERS.names], config.label_config())
+        a = self._arrays(
+            orders,
+            rework_known_at=_secs(lab["rework_known_at"]),
+            rework_pos=lab["rework_order_id"].notna().to_numpy(dtype=float),
+            dissatisfied=lab["dissatisfied"].to_numpy(dtype=float),
+        )
+        a["exp"] = expected_reworks(main.events, a, main.start, config)
+        self.rows = _Rows(a)
+        self.ids: dict[str, int] = {}
+        self.row_ids: list[str] = []
+        self.row_parent: list[str | None] = []
+        self.row_group: list[tuple[str, str] | None] = []
+        self.group: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self.kids: dict[str, list[int]] = defaultdict(list)
+        self._register(orders, np.arange(len(orders)))
+        self.firsts: dict[str, dict[int, tuple[float, int]]] = {}
+        for name, key in _FIRSTS.items():
+            self.firsts[name] = self._initial_firsts(key)
+        self.complaints = complaints if complaints is not None else {}
+
+    # ---- building blocks ------------------------------------------------------------------
+    def _arrays(
+        self, orders: pd.DataFrame, groups: dict[str, np.ndarray] | None = None, **labels: Any
+    ) -> dict[str, np.ndarray]:
+        if groups is None:
+            groups = _group_keys(orders, self.main.units)
+        vocab: dict[str, Any] = {**self.vocab, "team": self.main.vocab["team"]}
+        a = history_arrays(
+            orders, vocab, self.main.technicians, groups, self.config, self.text_scorer, **labels
+        )
+        a["rep_ns"] = _ns(orders["reported_at"])
+        a["done_ns"] = _ns(orders["completed_at"])
+        return a
+
+    def _register(self, orders: pd.DataFrame, rows: np.ndarray) -> None:
+        """Index orders' ids, (home, category) groups and parent links for label updates."""
+        live = self.rows["live"][rows]
+        for r, i, u, c, p, lv in zip(
+            rows.tolist(),
+            _str(orders["order_id"]),
+            _str(orders["unit_id"]),
+            _str(orders["category"]),
+            _str(orders["parent_order_id"]),
+            live.tolist(),
+            strict=True,
+        ):
+            self.ids[i] = r
+            self.row_ids.append(i)
+            self.row_parent.append(p)
+            key = (u, c) if u is not None and c is not None else None
+            self.row_group.append(key)
+            if key is not None:
+                self.group[key].append(r)
+            if p is not None and lv:
+                self.kids[p].append(r)
+
+    def _initial_firsts(self, key: str) -> dict[int, tuple[float, int]]:
+        """Home -> (time, row) of its first report with a known ``key`` (as ``first_rows``)."""
+        unit, t, k = self.rows["unit"], self.rows["t_rep"], self.rows[key]
+        ok = (unit >= 0) & (k >= 0) & ~np.isnan(t)
+        firsts: dict[int, tuple[float, int]] = {}
+        for r in np.flatnonzero(ok)[np.argsort(t[ok], kind="stable")].tolist():
+            firsts.setdefault(int(unit[r]), (float(t[r]), r))
+        return firsts
+
+    def _first_repeat(self, r: int) -> tuple[float, float]:
+        """(rework_known_at seconds, rework_pos) of row ``r`` — the label's definition.
+
+        Same as :func:`models.labels.rework_labels`: the first later live report on the same
+        home and category within the window after completion, or the earliest live order naming
+        it as parent if reported after its completion, whichever is earlier.
+        """
+        rows = self.rows
+        if not rows["completed"][r]:
+            return np.nan, 0.0
+        done = int(rows["done_ns"][r])
+        live, rep = rows["live"], rows["rep_ns"]
+        first: int | None = None
+        key = self.row_group[r]
+        if key is not None:
+            later = [int(rep[x]) for x in self.group[key] if live[x] and rep[x] != _NAT]
+            later = [t for t in later if t > done]
+            if later and min(later) - done <= self.window_ns:
+                first = min(later)
+        kids = [x for x in self.kids.get(self.row_ids[r], ()) if rep[x] != _NAT]
+        if kids:  # the earliest child (ties: the first stored), if reported after completion
+            t = int(rep[min(kids, key=lambda x: (int(rep[x]), x))])
+            if t > done and (first is None or t < first):
+                first = t
+        if first is None:
+            return (done + self.window_ns) / 1e9, 0.0
+        return first / 1e9, 1.0
+
+    # ---- appending ----------------------------------------------------------------------------
+    def contains(self, order_id: str) -> bool:
+        """Whether the order is part of the history."""
+        return order_id in self.ids
+
+    def append(self, orders: pd.DataFrame) -> None:
+        """Add new orders (typed, ids not in the history) as history; see the module doc."""
+        if not len(orders):
+            return
+        cfg = self.config
+        if any(i in self.ids for i in _str(orders["order_id"])):
+            raise ValueError("append() takes new orders only (corrections need a rebuild)")
+        t_rep_new = _secs(orders["reported_at"])
+        if np.isfinite(t_rep_new).any() and np.nanmin(t_rep_new) < self.main.start:
+            self.needs_rebuild = True  # the history's start (exposure) would move
+        for name in ("unit_id", "technician_id", "resident_id", "community_id"):
+            self.vocab[name].add(_str(orders[name]))
+        groups = _group_keys(orders, self.main.units)
+        for g, keys in groups.items():
+            self.vocab[g].add(keys)
+        n = len(orders)
+        a = self._arrays(
+            orders,
+            groups,
+            rework_known_at=np.full(n, np.nan),
+            rework_pos=np.zeros(n),
+            dissatisfied=dissatisfied(orders, cfg),
+        )
+        a["exp"] = np.full(n, np.nan)
+        rows = self.rows
+        new_rows = rows.append(a)
+        self._register(orders, new_rows)
+        self.frames.append(orders)
+        self.appended += n
+
+        # rework labels of the new orders and of the earlier ones they may be repeats of
+        new_set = set(new_rows.tolist())
+        touched: set[int] = set(new_set)
+        for r in new_set:
+            if self.row_group[r] is not None:
+                touched.update(self.group[self.row_group[r]])
+            p = self.row_parent[r]
+            if p is not None and p in self.ids:
+                touched.add(self.ids[p])
+        old_rows = np.array(sorted(touched - new_set), dtype=np.int64)
+        before = rows.take(old_rows)
+        changed: list[int] = []
+        for r in sorted(touched):
+            known, pos = self._first_repeat(r)
+            if r not in new_set and (
+                pos != rows["rw_pos"][r] or not _same(known, rows["rw_known"][r])
+            ):
+                changed.append(r)
+            rows.cols["rw_known"][r] = known
+            rows.cols["rw_pos"][r] = pos
+        new_a = rows.take(new_rows)
+        self._add_rows(history_events(new_a, cfg), +1)
+        sel = np.isin(old_rows, changed)
+        if changed:
+            old = {k: v[sel] for k, v in before.items()}
+            self._replace(history_events(old, cfg), history_events(rows.take(old_rows[sel]), cfg))
+
+        # first reports of homes; tau: the earliest moment an input of the case mix changed
+        tau = float(np.nanmin(new_a["t_rep"])) if np.isfinite(new_a["t_rep"]).any() else np.inf
+        for name, key in _FIRSTS.items():
+            tau = min(tau, self._update_firsts(name, key, new_rows))
+        if changed:
+            t_closed = rows["t_done"][changed] + cfg.rework_window_days * 86400.0
+            if np.isfinite(t_closed).any():
+                tau = min(tau, float(np.nanmin(t_closed)))
+
+        # case mix (tech_oe): the new orders, and earlier ones whose as-of inputs moved
+        ev, start = self.history.events, self.main.start
+        new_a["exp"] = expected_reworks(ev, new_a, start, cfg)
+        rows.cols["exp"][new_rows] = new_a["exp"]
+        self._add_rows({"tech_oe": tech_oe_rows(new_a, new_a["exp"], cfg)}, +1)
+        cand = np.flatnonzero((rows["t_rep"] > tau) | (rows["t_done"] > tau))
+        cand = np.union1d(cand[~np.isin(cand, new_rows)], np.asarray(changed, dtype=np.int64))
+        if len(cand):
+            cur = rows.take(cand)
+            prev = {k: v.copy() for k, v in cur.items()}
+            old_label = {
+                int(r): (before["rw_known"][j], before["rw_pos"][j])
+                for j, r in enumerate(old_rows.tolist())
+                if sel[j]
+            }
+            for j, r in enumerate(cand.tolist()):
+                if r in old_label:  # retract the tech_oe row as it was, with the old label
+                    prev["rw_known"][j], prev["rw_pos"][j] = old_label[r]
+            cur["exp"] = expected_reworks(ev, cur, start, cfg)
+            rows.cols["exp"][cand] = cur["exp"]
+            self._replace(
+                {"tech_oe": tech_oe_rows(prev, prev["exp"], cfg)},
+                {"tech_oe": tech_oe_rows(cur, cur["exp"], cfg)},
+            )
+        self._add_complaints(orders)
+
+    def _add_rows(self, events: dict[str, Any], w: float) -> None:
+        for name, (keys, times, values) in events.items():
+            self.deltas[name].add(keys, times, values, w)
+
+    def _replace(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """Retract the rows of ``old`` and add those of ``new`` where an index's row changed."""
+        for name, (ko, to, vo) in old.items():
+            kn, tn, vn = new[name]
+            ko, kn = np.asarray(ko, dtype=np.int64), np.asarray(kn, dtype=np.int64)
+            diff = (ko != kn) | ~_same_arr(np.asarray(to, float), np.asarray(tn, float))
+            for v in vo:
+                diff |= ~_same_arr(np.asarray(vo[v], float), np.asarray(vn[v], float))
+            if diff.any():
+                self.deltas[name].add(ko[diff], np.asarray(to)[diff], _sel(vo, diff), -1)
+                self.deltas[name].add(kn[diff], np.asarray(tn)[diff], _sel(vn, diff), +1)
+
+    def _update_firsts(self, name: str, key: str, new_rows: np.ndarray) -> float:
+        """New first reports of homes; returns the earliest changed time (inf: none)."""
+        rows, firsts, delta = self.rows, self.firsts[name], self.deltas[name]
+        tau = np.inf
+        for r in new_rows.tolist():
+            u, k, t = int(rows["unit"][r]), int(rows[key][r]), float(rows["t_rep"][r])
+            if u < 0 or k < 0 or np.isnan(t):
+                continue
+            cur = firsts.get(u)
+            if cur is not None and cur[0] <= t:
+                continue  # an earlier (or tied, stored first) report stays the first
+            if cur is not None:
+                delta.add(np.array([rows[key][cur[1]]]), np.array([cur[0]]), {}, -1)
+            delta.add(np.array([k]), np.array([t]), {}, +1)
+            firsts[u] = (t, r)
+            tau = min(tau, t)
+        return tau
+
+    def _add_complaints(self, orders: pd.DataFrame) -> None:
+        comp = np.nan_to_num(_bool(orders["complaint"])) > 0
+        if not comp.any():
+            return
+        done = _secs(orders["completed_at"]) + self.follow_s
+        for u, t in zip(_str(orders["unit_id"])[comp], done[comp], strict=True):
+            if u is not None and not np.isnan(t):
+                bisect.insort(self.complaints.setdefault(u, []), float(t))
+
+
+def dissatisfied(orders: pd.DataFrame, cfg: FeatureConfig) -> np.ndarray:
+    """The history's dissatisfaction label, from arrays.
+
+    :func:`models.labels.dissatisfied_labels` without comment sentiment, as ``build_history``
+    derives it; one order costs microseconds here, ~5 ms through the DataFrame function
+    (tests/test_serving_history.py checks both agree).
+    """
+    lc = cfg.label_config()
+    completed = (_str(orders["status"]) == "completed") & orders["completed_at"].notna().to_numpy()
+    rating = _num(orders["rating"])
+    complaint = np.nan_to_num(_bool(orders["complaint"])) > 0
+    with np.errstate(invalid="ignore"):
+        low = rating <= lc.dissatisfied_max_rating
+    label = np.where(~np.isnan(rating), 0.0, np.nan)
+    label[complaint | low] = 1.0
+    label[~completed] = np.nan
+    return label
+
+
+def _sel(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v)[mask] for k, v in values.items()}
+
+
+def _same(a: float, b: float) -> bool:
+    return (np.isnan(a) and np.isnan(b)) or a == b
+
+
+def _same_arr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a == b) | (np.isnan(a) & np.isnan(b))

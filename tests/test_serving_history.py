@@ -1,0 +1,109 @@
+"""The API's incremental history gives the features of a full rebuild (serving/history.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.features import FeatureConfig, build_history, features_for
+from models.labels import dissatisfied_labels
+from serving.history import IncrementalHistory, dissatisfied
+from tests.synth_orders import make_orders
+
+
+@pytest.fixture(scope="module")
+def data():
+    orders, techs, units, _ = make_orders(1200, seed=3)
+    done = orders[orders["status"] == "completed"].sort_values("completed_at")
+    return done.reset_index(drop=True), techs, units
+
+
+def _same_features(inc: IncrementalHistory, full, orders: pd.DataFrame) -> None:
+    a, b = features_for(inc.history, orders), features_for(full, orders)
+    # counts are exact; float sums (hours, sentiment, case mix) differ only by rounding
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_appended_orders_give_the_features_of_a_full_rebuild(data, shuffle):
+    """Orders arrive one by one and in batches (in completion order, or late and out of
+    order): after each append, the features of the batch itself and of the next orders equal
+    those computed from a history rebuilt from scratch — including reworks of earlier orders
+    that the new ones reveal, first reports of homes and the technicians' case mix."""
+    done, techs, units = data
+    cfg = FeatureConfig()
+    stream = done.iloc[450:]
+    if shuffle:  # late arrivals: orders reach the service out of completion order
+        rng = np.random.default_rng(0)
+        order = np.argsort(np.arange(len(stream)) + rng.normal(0, 40, len(stream)))
+        stream = stream.iloc[order]
+    inc = IncrementalHistory(done.iloc[:450], techs, units, cfg)
+    seen = [done.iloc[:450]]
+    pos = 0
+    for size in [1, 1, 2, 1, 30, 1, 3, 80, 1, 1, 5, 120, 1]:
+        chunk = stream.iloc[pos : pos + size]
+        pos += size
+        inc.append(chunk)
+        seen.append(chunk)
+        full = build_history(
+            pd.concat(seen, ignore_index=True), technicians=techs, units=units, config=cfg
+        )
+        _same_features(inc, full, chunk)
+        _same_features(inc, full, stream.iloc[pos : pos + 5])
+    assert inc.appended == pos
+
+
+def test_parent_links_and_new_homes_are_history_at_once(data):
+    done, techs, units = data
+    cfg = FeatureConfig()
+    inc = IncrementalHistory(done.iloc[:300], techs, units, cfg)
+    parent = done.iloc[300:301].copy()
+    parent["unit_id"] = "NEW-HOME-0001"
+    child = parent.copy()
+    child["order_id"] = "CHILD-1"
+    child["parent_order_id"] = parent["order_id"].iloc[0]
+    child["category"] = "electrical" if parent["category"].iloc[0] != "electrical" else "plumbing"
+    shift = pd.Timedelta(days=40)  # outside the same-category window: only the link counts
+    for c in ("reported_at", "dispatched_at", "arrived_at", "completed_at"):
+        child[c] = child[c] + shift
+    inc.append(parent)
+    inc.append(child)
+    full = build_history(
+        pd.concat([done.iloc[:300], parent, child], ignore_index=True),
+        technicians=techs,
+        units=units,
+        config=cfg,
+    )
+    later = child.copy()
+    later["order_id"] = "LATER-1"
+    for c in ("reported_at", "dispatched_at", "arrived_at", "completed_at"):
+        later[c] = later[c] + pd.Timedelta(days=2)
+    _same_features(inc, full, later)
+    f = features_for(inc.history, later)
+    assert f["unit_reworks_all"].iloc[0] == 1  # the child revealed the parent's rework
+    assert f["unit_orders_all"].iloc[0] == 2
+
+
+def test_appending_a_stored_order_again_is_refused(data):
+    done, techs, units = data
+    inc = IncrementalHistory(done.iloc[:100], techs, units, FeatureConfig())
+    with pytest.raises(ValueError, match="new orders only"):
+        inc.append(done.iloc[99:100])
+
+
+def test_dissatisfied_matches_the_label_definition(data):
+    done, *_ = data
+    orders = done.copy()
+    rng = np.random.default_rng(1)
+    orders["rating"] = pd.array(
+        np.where(rng.random(len(orders)) < 0.3, pd.NA, rng.integers(1, 6, len(orders))),
+        dtype="Int64",
+    )
+    orders["complaint"] = pd.array(
+        np.where(rng.random(len(orders)) < 0.3, pd.NA, rng.random(len(orders)) < 0.2),
+        dtype="boolean",
+    )
+    orders.loc[orders.index[:20], "status"] = "cancelled"
+    expected = dissatisfied_labels(orders, FeatureConfig().label_config())["dissatisfied"]
+    np.testing.assert_array_equal(dissatisfied(orders, FeatureConfig()), expected.to_numpy())
