@@ -12,8 +12,9 @@ never 0 or 1.
 * ``completion_rate`` — 维修完成率: completed / non-cancelled orders.
 * ``first_time_fix_rate`` — 一次维修合格率: completed orders whose rework window has closed and
   that were not reworked / completed orders whose rework window has closed (the rework label of
-  ``models.labels``; censored windows are excluded, not counted as fixed). Inspection results are
-  not part of the contract yet, so "where inspected, passed" is not applied.
+  ``models.labels``; censored windows are excluded, not counted as fixed) and, where inspected,
+  passed (the latest internal or third-party result, an overturned failure counting as a pass;
+  inspection results exist in the service's store, not in the contract files).
 * ``satisfaction_rate`` — 业主满意度: ratings 4–5 / all ratings (unrated orders excluded).
 
 Pure: DataFrames and values in, DataFrames and dicts out; the thresholds come from
@@ -59,8 +60,8 @@ KPI_DEFINITIONS: dict[str, str] = {
     ),
     "completion_rate": "completed / non-cancelled orders",
     "first_time_fix_rate": (
-        "completed orders with a closed rework window that were not reworked / completed "
-        "orders with a closed rework window"
+        "completed orders with a closed rework window that were not reworked (and, where "
+        "inspected, passed) / completed orders with a closed rework window"
     ),
     "satisfaction_rate": "ratings 4-5 / all ratings (unrated orders excluded)",
 }
@@ -74,7 +75,9 @@ KPI_DEFINITIONS_ZH: dict[str, str] = {
         "未取消工单中，自报修时间起在该紧急程度派工时限内派工的比例（超过时限仍未派工计为不及时）"
     ),
     "completion_rate": "已完工工单数 / 未取消工单数",
-    "first_time_fix_rate": "返修观察期已结束的完工单中未发生返修的比例（观察期未结束的不计入）",
+    "first_time_fix_rate": (
+        "返修观察期已结束的完工单中未发生返修（且如经质检则合格）的比例（观察期未结束的不计入）"
+    ),
     "satisfaction_rate": "回访评价 4–5 分的单数 / 有评价的单数（未评价的不计入）",
 }
 
@@ -144,6 +147,7 @@ def order_flags(
     technicians: pd.DataFrame | None = None,
     *,
     as_of: pd.Timestamp | None = None,
+    inspection_failed: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Per-order numerator/denominator flags of the five KPIs, plus the grouping keys.
 
@@ -161,6 +165,10 @@ def order_flags(
         Validated technicians, for the ``team`` grouping (optional).
     as_of
         End of observation (default: the last report, as for the labels).
+    inspection_failed
+        Per ``order_id`` (index): True when the order's inspection failed (not overturned).
+        A failed order is not a first-time fix even if it was not reworked. None: no
+        inspection results (contract files).
 
     Returns
     -------
@@ -208,7 +216,11 @@ def order_flags(
     else:
         rework = rework_labels(orders, label_config or LabelConfig(), as_of=as_of)["rework"]
     closed = (completed & rework.notna()).to_numpy()
-    out["first_time_fix_rate_num"] = (closed & (rework == 0).to_numpy()).astype(int)
+    fixed = closed & (rework == 0).to_numpy()
+    if inspection_failed is not None and len(inspection_failed):
+        failed = orders["order_id"].astype(str).map(inspection_failed.astype(bool))
+        fixed &= ~failed.fillna(False).astype(bool).to_numpy()
+    out["first_time_fix_rate_num"] = fixed.astype(int)
     out["first_time_fix_rate_den"] = closed.astype(int)
 
     rating = pd.to_numeric(orders["rating"], errors="coerce")

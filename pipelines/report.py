@@ -211,7 +211,9 @@ def build_report(
         valid, techs, quarantined = inp.orders, inp.technicians, {}
     if community is not None and community not in set(valid["community_id"].astype(str)):
         raise ValueError(f"--community {community!r}: no valid order of that community")
-    flags = order_flags(valid, config, lcfg, techs)
+    flags = order_flags(
+        valid, config, lcfg, techs, inspection_failed=RS.inspection_failed(inp.inspections)
+    )
     report = kpi_report(flags, valid["status"], t0, t1, community=community)
     report["counts"]["quarantined"] = quarantined
     report["source"] = {

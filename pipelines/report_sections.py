@@ -122,6 +122,24 @@ def period_frame(
 # --------------------------------------------------------------------------- 1. estimates
 
 
+def inspection_failed(inspections: pd.DataFrame | None) -> pd.Series | None:
+    """Per order id: its latest internal or third-party result counts as a failure.
+
+    A failure overturned by an upheld appeal does not count (``counts_as_failure``).
+    """
+    if inspections is None or not len(inspections):
+        return None
+    ins = inspections
+    if "is_latest" in ins:
+        ins = ins[ins["is_latest"].astype(bool)]
+    if "counts_as_failure" in ins:
+        fail = ins["counts_as_failure"].astype(bool)
+    else:
+        over = ins["overturned"].fillna(False).astype(bool) if "overturned" in ins else False
+        fail = ~ins["passed"].astype(bool) & ~over
+    return fail.groupby(ins["order_id"].astype(str)).any()
+
+
 def _inspection_failure(inp: ReportInputs, ids: pd.Series) -> pd.Series | None:
     """1 = failed, 0 = passed the latest third-party inspection, NaN = no result (yet).
 

@@ -151,6 +151,12 @@ def test_first_time_fix_uses_the_rework_label_and_excludes_censored_windows():
     labelled = typed(rows).assign(rework=[1.0, 1.0, None, None, None, None])
     f = order_flags(labelled)
     assert f["first_time_fix_rate_num"].sum() == 0 and f["first_time_fix_rate_den"].sum() == 2
+    # where inspected, it must also have passed: order 3 failed its inspection, order 2 passed
+    ids = typed(rows)["order_id"].astype(str).tolist()
+    failed = pd.Series({ids[1]: False, ids[2]: True, "not-an-order": True})
+    f = order_flags(typed(rows), inspection_failed=failed)
+    assert f["first_time_fix_rate_num"].tolist() == [0, 1, 0, 0, 0, 0]
+    assert f["first_time_fix_rate_den"].tolist() == [1, 1, 1, 0, 0, 0]
 
 
 def test_satisfaction_counts_only_rated_orders():
