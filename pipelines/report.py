@@ -263,7 +263,9 @@ def build_sections(
             inp, flags, t0, t1, community, fcfg.night_start_hour, fcfg.night_end_hour
         ),
         "model_health": RS.model_health_section(both, inp, t0, scfg),
-        "rectification": RS.rectification_section(inp, pd.Timestamp.now(tz=TIMEZONE)),
+        "rectification": RS.rectification_section(
+            inp, pd.Timestamp.now(tz=TIMEZONE), scfg.rectification_effect_days
+        ),
     }
     sec["recommendations"] = RS.recommendations(sec)
     sec["notes"] = list(inp.notes)

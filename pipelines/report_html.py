@@ -517,6 +517,19 @@ def rectification_html(sec: dict[str, Any]) -> str:
         ]
         if rows:
             out.append(_table(["事项", "负责人", "期限", "逾期天数"], rows, left=2))
+        eff = r.get("effectiveness") or []
+        if eff:
+            out.append("<h3>整改效果（针对对象的返修率：立项前 vs 完成后）</h3>")
+            rows = [
+                [
+                    e(i.get("title") or ""),
+                    f"{i['before']['orders']} 单 / {_pct(i['before']['rework_rate'])}",
+                    f"{i['after']['orders']} 单 / {_pct(i['after']['rework_rate'])}",
+                    "—" if i["change"] is None else f"{i['change'] * 100:+.1f} 个百分点",
+                ]
+                for i in eff
+            ]
+            out.append(_table(["事项", "立项前", "完成后", "变化"], rows))
     out.append("<h3>申诉</h3>")
     na = _na(a)
     if na:

@@ -63,6 +63,7 @@ class SectionConfig:
     hotspot_min_repeats: int = 2
     hotspot_top: int = 20
     rising_min_change: float = 0.02
+    rectification_effect_days: float = 90.0
     max_ece: float = 0.02
     dossiers: DossierConfig = field(default_factory=DossierConfig)
 
@@ -682,8 +683,47 @@ def model_health_section(
 _CLOSED = {"done", "verified"}
 
 
-def rectification_section(inp: ReportInputs, as_of: pd.Timestamp) -> dict[str, Any]:
-    """Overdue rectification items and the appeals summary (store only)."""
+def _effect(inp: ReportInputs, item: pd.Series, window_days: float) -> dict[str, Any] | None:
+    """Rework rate of the targeted orders before the item was raised vs after it was done.
+
+    Targeted: completed orders matching the item's cause (category, technician, community;
+    the ones given). Before: completed in the ``window_days`` before ``created_at``; after:
+    completed in the ``window_days`` after ``done_at``. Only matured rework labels count, so a
+    recently finished item shows few "after" orders until its windows close.
+    """
+    done_at, created = item.get("done_at"), item.get("created_at")
+    if done_at is None or pd.isna(done_at) or created is None or pd.isna(created):
+        return None
+    o = inp.orders
+    m = (o["status"].astype(str) == "completed").to_numpy()
+    for col, key in (
+        ("category", "cause_category"),
+        ("technician_id", "cause_technician_id"),
+        ("community_id", "cause_community_id"),
+    ):
+        v = item.get(key)
+        if v is not None and not pd.isna(v) and str(v):
+            m = m & (o[col].astype(str) == str(v)).to_numpy()
+    t = o["completed_at"]
+    w = pd.Timedelta(days=window_days)
+    created, done_at = pd.Timestamp(created), pd.Timestamp(done_at)
+    before = m & ((t >= created - w) & (t < created)).to_numpy()
+    after = m & ((t >= done_at) & (t < done_at + w)).to_numpy()
+    rw = inp.labels["rework"].to_numpy()
+    res: dict[str, Any] = {"window_days": window_days}
+    for name, sel in (("before", before), ("after", after)):
+        y = rw[sel]
+        y = y[~np.isnan(y)]
+        res[name] = {"orders": int(len(y)), "rework_rate": _r(y.mean()) if len(y) else None}
+    b, a = res["before"]["rework_rate"], res["after"]["rework_rate"]
+    res["change"] = _r(a - b) if a is not None and b is not None else None
+    return res
+
+
+def rectification_section(
+    inp: ReportInputs, as_of: pd.Timestamp, effect_days: float = 90.0
+) -> dict[str, Any]:
+    """Overdue rectification items, effectiveness of finished ones, appeals (store only)."""
     out: dict[str, Any] = {}
     r = inp.rectifications
     if r is None:
@@ -715,11 +755,18 @@ def rectification_section(inp: ReportInputs, as_of: pd.Timestamp) -> dict[str, A
                     "days_overdue": _r((as_of - deadline.iloc[i]).total_seconds() / 86400, 1),
                 }
             )
+        effects = []
+        for i in range(len(r)):
+            row = r.iloc[i]
+            eff = _effect(inp, row, effect_days)
+            if eff is not None:
+                effects.append({c: (None if pd.isna(row[c]) else str(row[c])) for c in cols} | eff)
         out["rectifications"] = {
             "available": True,
             "total": int(len(r)),
             "open": int(open_.sum()),
             "overdue": items,
+            "effectiveness": effects,
             "by_status": {
                 str(k): int(v) for k, v in r["status"].astype(str).value_counts().items()
             },

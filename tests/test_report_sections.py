@@ -192,14 +192,18 @@ def _fake_store(tmp_path):
     )
     rect = pd.DataFrame(
         {
-            "rectification_id": ["R1", "R2"],
-            "title": ["更换老化水管", "培训"],
-            "owner": ["张工", "李工"],
+            "rectification_id": ["R1", "R2", "R3"],
+            "title": ["更换老化水管", "培训", "给排水工艺复盘"],
+            "owner": ["张工", "李工", "王工"],
             "deadline": [
                 pd.Timestamp("2024-04-01", tz="UTC"),
                 pd.Timestamp("2099-01-01", tz="UTC"),
+                pd.Timestamp("2024-03-01", tz="UTC"),
             ],
-            "status": ["overdue", "open"],
+            "status": ["overdue", "open", "done"],
+            "cause_category": [None, None, "plumbing"],
+            "created_at": [None, None, pd.Timestamp("2024-02-15", tz="UTC")],
+            "done_at": [None, None, pd.Timestamp("2024-02-20", tz="UTC")],
         }
     )
     appeals = pd.DataFrame(
@@ -241,6 +245,15 @@ def test_store_source_sections_from_hand_built_frames(tmp_path):
     assert rep["technicians"]["available"] and rep["technicians"]["inspections_available"]
     rect = rep["rectification"]["rectifications"]
     assert [i["rectification_id"] for i in rect["overdue"]] == ["R1"]
+    (eff,) = rect["effectiveness"]  # only the finished item
+    assert eff["rectification_id"] == "R3" and eff["window_days"] == 90
+    plumbing = done[done["category"] == "plumbing"]
+    t = plumbing["completed_at"]
+    before = (t >= pd.Timestamp("2024-02-15", tz="UTC") - pd.Timedelta(days=90)) & (
+        t < pd.Timestamp("2024-02-15", tz="UTC")
+    )
+    assert 0 < eff["before"]["orders"] <= int(before.sum())
+    assert eff["after"]["orders"] > 0 and eff["change"] is not None
     assert rep["rectification"]["appeals"]["by_status"] == {"upheld": 1}
     # no model here: drivers come from the recorded reasons, drift says it has no data
     assert rep["drivers"]["combined"][0]["code"] == "urged"
