@@ -34,8 +34,10 @@ import pandas as pd
 from models import sampling as S
 from models.estimators import HEADS, RiskModel
 from models.features import CATEGORICAL_LEVELS, History, feature_arrays, features_for
+from models.features import _secs as epoch_seconds
 from models.schemas import ORDERS, TIMEZONE
-from serving.history import IncrementalHistory
+from models.validation import SOURCE_ROW
+from serving.history import Columns, IncrementalHistory
 from serving.model_source import ModelIdentity
 from serving.reasons import Reasoner
 from serving.store.db import Store, content_hash, frame_rows, utcnow
@@ -106,6 +108,7 @@ class HistoryCache:
         frames = self.current.frames
         if len(frames) > 1:  # concatenate once, keep the result for the next reader
             merged = pd.concat(frames, ignore_index=True)
+            merged = merged.drop(columns=[SOURCE_ROW], errors="ignore")
             self.current.frames = frames = [merged]
         return frames[0]
 
@@ -160,6 +163,7 @@ class HistoryCache:
             techs, units = self._technicians, self._units
             mark = self._mark()
         orders = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        orders = orders.drop(columns=[SOURCE_ROW], errors="ignore")
         orders = orders.drop_duplicates("order_id", keep="last").reset_index(drop=True)
         cfg = model.feature_config
         complaints = {
@@ -257,6 +261,58 @@ def _complaint_index(orders: pd.DataFrame, followup_hours: float) -> dict[str, n
     known = _secs(c["completed_at"]) + followup_hours * 3600.0
     frame = pd.DataFrame({"unit": c["unit_id"].astype(str).to_numpy(), "t": known})
     return {u: np.sort(g["t"].to_numpy()) for u, g in frame.groupby("unit")}
+
+
+_NAT = np.iinfo(np.int64).min
+_EPOCH_UTC = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_US_PER = {"s": 10**6, "ms": 10**3, "us": 1}
+#: Up to this many orders, store rows are built by :func:`db_rows` (beyond, ``frame_rows``).
+_SMALL_BATCH = 64
+
+
+def db_rows(orders: pd.DataFrame) -> list[dict[str, Any]]:
+    """``frame_rows(orders, ORDERS)`` for a few orders, from numpy columns (~2x faster).
+
+    Same values and Python types (the content hash of an order depends on them; the serving
+    tests check equality); falls back to ``frame_rows`` for big frames or unknown dtypes.
+    """
+    if len(orders) > _SMALL_BATCH:
+        return frame_rows(orders, ORDERS)
+    cols = [c for c in ORDERS.names if c in orders]
+    values = []
+    for c in cols:
+        v = _db_values(orders[c])
+        if v is None:
+            return frame_rows(orders, ORDERS)
+        values.append(v)
+    return [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _db_values(s: pd.Series) -> list[Any] | None:
+    """DB values of one typed column (None: a dtype this fast path does not know)."""
+    dtype = s.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) and dtype.unit in ("ns", *_US_PER):
+        i8 = s.array.asi8
+        us = i8 // 1000 if dtype.unit == "ns" else i8 * _US_PER[dtype.unit]
+        return [
+            None if x == _NAT else _EPOCH_UTC + dt.timedelta(microseconds=u)
+            for x, u in zip(i8.tolist(), us.tolist(), strict=True)
+        ]
+    if isinstance(dtype, pd.StringDtype) or dtype is np.dtype(object):
+        return s.to_numpy(dtype=object, na_value=None).tolist()
+    if isinstance(dtype, pd.BooleanDtype | pd.Int64Dtype):
+        na = s.isna().to_numpy().tolist()
+        kind = bool if isinstance(dtype, pd.BooleanDtype) else np.int64
+        vals = s.to_numpy(dtype=kind, na_value=kind(0)).tolist()
+        return [None if m else v for v, m in zip(vals, na, strict=True)]
+    if dtype == np.float64:
+        return [None if v != v else v for v in s.to_numpy().tolist()]
+    return None
+
+
+def _strs(s: pd.Series) -> np.ndarray:
+    """Object array of a required string column (ids, category): no per-call conversion."""
+    return s.to_numpy(dtype=object, na_value=None).astype(str)
 
 
 def feature_matrix(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
@@ -432,7 +488,8 @@ class Scorer:
         Returns one decision per order and whether it was recorded before this call.
         """
         served = self.served  # one model for the whole batch, even if a reload happens now
-        rows = frame_rows(orders, ORDERS)
+        cols = Columns(orders)
+        rows = db_rows(cols)  # type: ignore[arg-type]
         hashes = [content_hash(r) for r in rows]
         ids = [r["order_id"] for r in rows]
         version = served.identity.tag if rescore else None
@@ -442,12 +499,13 @@ class Scorer:
             changed = self.store.upsert_orders(rows, hashes)
             if changed:
                 known = self.cache.known(ids)
-                fresh = orders if not known.any() else orders[~known]
+                fresh = cols if not known.any() else Columns(orders[~known])
                 corrected = orders[known] if changed > len(fresh) else None
                 self.cache.add(fresh, corrected=corrected)
             if todo.any():
+                chosen = cols if todo.all() else Columns(orders[todo])
                 new = self._decide(
-                    served, orders[todo], [h for h, t in zip(hashes, todo, strict=True) if t]
+                    served, chosen, [h for h, t in zip(hashes, todo, strict=True) if t]
                 )
         if todo.any():
             inserted = self.store.insert_decisions(new)
@@ -481,20 +539,20 @@ class Scorer:
         pol = self.policy
         levels = S.risk_level(scores, pol.risk_levels)
         pi = S.inclusion_probabilities(levels, pol.sampling, self.base)
-        ids = orders["order_id"].astype(str).to_numpy()
+        ids = _strs(orders["order_id"])
         u, sampled = S.draw(self.secret, ids, pi)
-        t_done = _secs(orders["completed_at"])
+        t_done = epoch_seconds(orders["completed_at"])
         facts = S.OrderFacts(
             order_ids=ids,
-            category=orders["category"].astype(str).to_numpy(),
-            priority=orders["priority"].astype(str).to_numpy(),
+            category=_strs(orders["category"]),
+            priority=_strs(orders["priority"]),
             report_night=feats["report_night"].to_numpy(dtype=float),
             report_holiday=feats["report_holiday"].to_numpy(dtype=float),
             tech_certified=feats["tech_certified"].to_numpy(dtype=float),
             has_parent=orders["parent_order_id"].notna().to_numpy(),
             days_since_unit_cat_done=feats["days_since_unit_cat_done"].to_numpy(dtype=float),
             days_since_unit_complaint=self.cache.days_since_unit_complaint(
-                orders["unit_id"].astype(str).to_numpy(), t_done
+                _strs(orders["unit_id"]), t_done
             ),
         )
         rule_codes = S.hard_rule_reasons(facts, pol.hard_rules, self.secret)
@@ -502,8 +560,8 @@ class Scorer:
         now = utcnow()
         out = []
         # column lists once: per-row DataFrame access costs ~30 us per cell
-        done_utc = list(orders["completed_at"].dt.tz_convert("UTC"))
-        communities = orders["community_id"].astype(str).tolist()
+        done_utc = _db_values(orders["completed_at"]) or [None] * len(orders)
+        communities = _strs(orders["community_id"]).tolist()
         head_versions = served.identity.head_versions()
         rework = scores["rework_risk"].tolist()
         dissat = scores["dissatisfaction_prob"].tolist()
@@ -531,7 +589,7 @@ class Scorer:
                     "draw_u": float(u_list[i]),
                     "reasons": reasons[i],
                     "community_id": communities[i],
-                    "completed_at": None if pd.isna(done) else done,
+                    "completed_at": done,
                     "created_at": now,
                 }
             )
