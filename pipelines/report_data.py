@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 #: Default policy file of the service (the same file the API loads).
 POLICY_PATH = Path(__file__).resolve().parents[1] / "serving" / "policy.yaml"
 #: Completed orders of the drift reference window scored at most (deterministic sample).
-MAX_REFERENCE_ORDERS = 5000
+MAX_REFERENCE_ORDERS = 3000
 
 
 @dataclass
@@ -325,7 +325,11 @@ def store_inputs(
     inp.inspections = _frame(store, "inspections_frame", notes, "质检结果")
     inp.appeals = _frame(store, "appeals_frame", notes, "申诉记录")
     inp.rectifications = _frame(store, "rectifications_frame", notes, "整改事项")
-    dec = _frame(store, "decisions_frame", notes, "评分决定")
+    # only decisions of orders completed from the window's start (an order completes after
+    # its report): reading every decision of a multi-year store costs seconds
+    p0, _ = period_bounds(t0, t1)
+    s0 = p0 if score_from is None else min(p0, score_from)
+    dec = _frame(store, "decisions_frame", notes, "评分决定", start=s0)
     cur, ref, window = _windows(orders, t0, t1, reference_months, score_from)
     inp.reference_window = window
     if dec is not None and len(dec):

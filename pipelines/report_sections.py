@@ -30,7 +30,7 @@ ESTIMATE_OUTCOMES: dict[str, str] = {
 
 
 #: Orders whose exact TreeSHAP contributions are averaged for the global drivers.
-MAX_SHAP_ORDERS = 2000
+MAX_SHAP_ORDERS = 1000
 
 
 @dataclass(frozen=True)
