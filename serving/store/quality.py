@@ -291,11 +291,14 @@ class QualityLoopStore:
         conn: Connection, table: sa.Table, keys: list[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], int]:
         c = table.c
+        wanted = set(keys)
         out: dict[tuple[str, str, str], int] = {}
-        for chunk in _chunks({k[2] for k in keys}):
-            q = sa.select(c.id, c.order_id, c.kind, c.content_hash).where(c.content_hash.in_(chunk))
+        for chunk in _chunks({k[0] for k in keys}):  # by order id: indexed
+            q = sa.select(c.id, c.order_id, c.kind, c.content_hash).where(c.order_id.in_(chunk))
             for r in conn.execute(q):
-                out[(r.order_id, r.kind, r.content_hash)] = r.id
+                k = (r.order_id, r.kind, r.content_hash)
+                if k in wanted:
+                    out[k] = r.id
         return out
 
     def add_followups(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
