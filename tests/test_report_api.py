@@ -17,6 +17,9 @@ from serving.main import create_app
 from serving.store.db import Store, make_engine
 from tests.serving_fixtures import SECRET, payload, train_model_dir
 
+#: The module trains a tiny model and scores ~3,800 orders through the API (~10 s of setup).
+pytestmark = pytest.mark.slow
+
 PERIOD = {"from": "2025-01-01", "to": "2025-01-31"}
 SECTIONS = (
     "estimates",
