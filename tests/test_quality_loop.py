@@ -425,3 +425,22 @@ def test_openapi_documents_the_loop_with_chinese_examples(service):
     )
     assert "申诉" in spec["paths"]["/v1/appeals"]["post"]["summary"]
     assert "本单为返修单" in str(schemas["QueueOut"]["examples"])
+
+
+def test_concurrent_identical_outcomes_are_recorded_once(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, keys, done, _, store = service
+    o = done.iloc[30]
+    body = {"inspections": [inspection(o, notes="并发写入")]}
+
+    def post(_):
+        return client.post("/v1/outcomes", json=body, headers=auth(keys["quality"]))
+
+    with ThreadPoolExecutor(8) as ex:
+        rs = list(ex.map(post, range(16)))
+    assert all(r.status_code == 200 for r in rs), [r.text for r in rs if r.status_code != 200]
+    assert len({r.json()["inspections"][0]["id"] for r in rs}) == 1
+    assert sum(r.json()["recorded"] for r in rs) == 1
+    ins = store.inspections_frame()
+    assert (ins["notes"] == "并发写入").sum() == 1

@@ -266,39 +266,46 @@ class QualityLoopStore:
         rows: list[dict[str, Any]],
         kind_of: Any,
     ) -> list[dict[str, Any]]:
-        """Append content-hashed rows idempotently; per row its id and whether it was known."""
+        """Append content-hashed rows idempotently; per row its id and whether it was known.
+
+        Every row is inserted with ``ON CONFLICT DO NOTHING`` and read back; a row is ours (not
+        a duplicate) when it carries this call's ``recorded_at``: exact under concurrent
+        identical requests, where a read-before-write check would let several callers believe
+        they recorded the one row.
+        """
         if not rows:
             return []
         now = _now()
         keys = [(r["order_id"], kind_of(r), r["content_hash"]) for r in rows]
         with self.engine.begin() as conn:
-            known = self._ids_of(conn, table, keys)
-            fresh = [
-                {**r, "recorded_at": now} for r, k in zip(rows, keys, strict=True) if k not in known
-            ]
-            if fresh:
-                conn.execute(_insert_ignore(conn, table, "order_id", "kind", "content_hash"), fresh)
-            ids = self._ids_of(conn, table, keys)
+            conn.execute(
+                _insert_ignore(conn, table, "order_id", "kind", "content_hash"),
+                [{**r, "recorded_at": now} for r in rows],
+            )
+            got = self._ids_of(conn, table, keys)
         seen: set[tuple[str, str, str]] = set()
         out = []
         for k in keys:
-            out.append({"id": ids[k], "order_id": k[0], "duplicate": k in known or k in seen})
+            row_id, at = got[k]
+            out.append({"id": row_id, "order_id": k[0], "duplicate": at != now or k in seen})
             seen.add(k)
         return out
 
     @staticmethod
     def _ids_of(
         conn: Connection, table: sa.Table, keys: list[tuple[str, str, str]]
-    ) -> dict[tuple[str, str, str], int]:
+    ) -> dict[tuple[str, str, str], tuple[int, dt.datetime | None]]:
         c = table.c
         wanted = set(keys)
-        out: dict[tuple[str, str, str], int] = {}
+        out: dict[tuple[str, str, str], tuple[int, dt.datetime | None]] = {}
         for chunk in _chunks({k[0] for k in keys}):  # by order id: indexed
-            q = sa.select(c.id, c.order_id, c.kind, c.content_hash).where(c.order_id.in_(chunk))
+            q = sa.select(c.id, c.order_id, c.kind, c.content_hash, c.recorded_at).where(
+                c.order_id.in_(chunk)
+            )
             for r in conn.execute(q):
                 k = (r.order_id, r.kind, r.content_hash)
                 if k in wanted:
-                    out[k] = r.id
+                    out[k] = (r.id, utc(r.recorded_at))
         return out
 
     def add_followups(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
