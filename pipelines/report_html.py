@@ -102,7 +102,6 @@ def estimates_html(sec: dict[str, Any]) -> str:
         "抽样按风险加权（高风险单入样概率更高），所以样本的简单平均会高估问题率；"
         "按入样概率倒数加权的 Horvitz–Thompson / Hájek 估计是无偏的（置信区间 95%）。</p>"
     )
-    has_truth = sec["source"] == "contract"
     for name, est in sec["outcomes"].items():
         zh = _OUTCOME_ZH.get(name, name)
         out.append(f"<h3>{e(zh)}率</h3>")
@@ -110,6 +109,9 @@ def estimates_html(sec: dict[str, Any]) -> str:
         if na:
             out.append(na)
             continue
+        # labels (rework, dissatisfaction) are known for every order: their population rate
+        # is printed beside the estimates; inspection results exist only for inspected orders
+        has_truth = est["overall"].get("population_rate") is not None
         head = [
             "范围",
             "有结果的样本",
@@ -120,7 +122,7 @@ def estimates_html(sec: dict[str, Any]) -> str:
             "Hájek 95%区间",
         ]
         if has_truth:
-            head.append("总体真值")
+            head.append("全部工单（标签）")
         rows = []
 
         def row(label: str, d: dict[str, Any]) -> list[str]:
