@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from models.estimators import HEADS, RiskModel
 from models.features import CATEGORICAL_LEVELS, History, feature_arrays, features_for
 from models.features import _secs as epoch_seconds
 from models.schemas import ORDERS, TIMEZONE
-from models.validation import SOURCE_ROW
+from models.validation import SOURCE_ROW, validate_records
 from serving.history import Columns, IncrementalHistory
 from serving.model_source import ModelIdentity
 from serving.reasons import Reasoner
@@ -377,14 +377,19 @@ class FeatureView:
 class Coalescer:
     """Scores small concurrent requests together, on one thread, without waiting for company.
 
-    Why: the whole decision of one order costs ~15 ms, nearly all of it fixed per call (pandas
-    feature frames, DB transactions); the same work for 50 orders costs ~25 ms. Requests queue
-    here; the scoring thread takes everything queued when it becomes free (up to
-    ``max_orders``) and scores it as one batch, so a lone request is scored at once (no
+    Why: the whole decision of one order has a large fixed cost per call (validation frames,
+    DB transactions, history append); the same work for 50 orders costs little more. Requests
+    queue here; the scoring thread takes everything queued when it becomes free (up to
+    ``max_orders``) and handles it as one batch, so a lone request is scored at once (no
     batching window, no added latency) while under concurrency the fixed cost is shared.
     Requests whose order ids overlap, or that differ in ``rescore``, go in separate batches;
     each request still gets exactly its own decisions, in its own order, and an error fails
     only the requests of that batch.
+
+    ``submit_raw`` takes the request's order dicts unvalidated: they are validated together
+    with the batch's other requests (one vectorised pass instead of one per request); a request
+    with any invalid order gets ``None`` back and is validated alone by its route for the
+    exact error messages, and is not scored here.
     """
 
     def __init__(self, scorer: Scorer, max_orders: int = 256):
@@ -399,13 +404,22 @@ class Coalescer:
         self, orders: pd.DataFrame, rescore: bool
     ) -> tuple[list[dict[str, Any]], list[bool]]:
         """What ``Scorer.score(orders, rescore)`` returns, scored in the next free batch."""
+        return self._submit(_Job(orders, None, rescore, set(orders["order_id"]), len(orders)))
+
+    def submit_raw(
+        self, raw: list[dict[str, Any]], rescore: bool
+    ) -> tuple[list[dict[str, Any]], list[bool]] | None:
+        """Validate and score contract order dicts; None when any of them is invalid."""
+        ids = {str(o.get("order_id")) for o in raw}
+        return self._submit(_Job(None, raw, rescore, ids, len(raw)))
+
+    def _submit(self, job: _Job) -> Any:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="scorer", daemon=True)
                 self._thread.start()
-        fut: Future = Future()
-        self._queue.put((orders, rescore, fut))
-        return fut.result()
+        self._queue.put(job)
+        return job.future.result()
 
     def stop(self) -> None:
         """Finish what is queued, then stop the scoring thread."""
@@ -425,8 +439,8 @@ class Coalescer:
                 if first is None:
                     return
             batch = [first]
-            ids = set(first[0]["order_id"])
-            n = len(first[0])
+            ids = set(first.ids)
+            n = first.n
             while n < self.max_orders:
                 try:
                     item = self._queue.get_nowait()
@@ -435,28 +449,78 @@ class Coalescer:
                 if item is None:
                     self._stopping = True
                     break
-                new = set(item[0]["order_id"])
-                if item[1] != first[1] or ids & new:
+                if item.rescore != first.rescore or ids & item.ids:
                     backlog.append(item)
                     continue
                 batch.append(item)
-                ids |= new
-                n += len(item[0])
+                ids |= item.ids
+                n += item.n
             self._run(batch)
 
-    def _run(self, batch: list[tuple[pd.DataFrame, bool, Future]]) -> None:
+    def _run(self, batch: list[_Job]) -> None:
         try:
-            frames = [b[0] for b in batch]
+            frames, jobs = [], []
+            raw_jobs = [j for j in batch if j.raw is not None]
+            if raw_jobs:
+                valid, bad = validate_raw([o for j in raw_jobs for o in j.raw])
+                start, keep = 0, np.zeros(len(valid), dtype=bool)
+                rows = valid[SOURCE_ROW].to_numpy(dtype=np.int64)
+                for j in raw_jobs:
+                    mine = (rows >= start) & (rows < start + j.n)
+                    if any(start <= b < start + j.n for b in bad) or mine.sum() != j.n:
+                        j.future.set_result(None)  # the route validates it alone
+                    else:
+                        keep |= mine
+                        jobs.append(j)
+                    start += j.n
+                if keep.any():
+                    frames.append(valid if keep.all() else valid[keep])
+            for j in batch:
+                if j.raw is None:
+                    frames.append(j.orders)
+                    jobs.append(j)
+            if not jobs:
+                return
             merged = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-            records, replayed = self.scorer.score(merged, rescore=batch[0][1])
+            records, replayed = self.scorer.score(merged, rescore=batch[0].rescore)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting requests
-            for _, _, fut in batch:
-                fut.set_exception(exc)
+            for j in batch:
+                if not j.future.done():
+                    j.future.set_exception(exc)
             return
         k = 0
-        for orders, _, fut in batch:
-            fut.set_result((records[k : k + len(orders)], replayed[k : k + len(orders)]))
-            k += len(orders)
+        for j in jobs:  # raw jobs first, in the order their rows were merged
+            j.future.set_result((records[k : k + j.n], replayed[k : k + j.n]))
+            k += j.n
+
+
+@dataclass
+class _Job:
+    """One request waiting in the coalescer: typed orders, or raw order dicts to validate."""
+
+    orders: pd.DataFrame | None
+    raw: list[dict[str, Any]] | None
+    rescore: bool
+    ids: set
+    n: int
+    future: Future = field(default_factory=Future)
+
+
+def validate_raw(raw: list[dict[str, Any]]) -> tuple[pd.DataFrame, set[int]]:
+    """Valid, completed orders of contract dicts and the indexes of the others.
+
+    The same checks as the score route's (``models.validation.validate_records`` and
+    "only completed orders are scored").
+    """
+    res = validate_records(raw, ORDERS)
+    bad = {int(i) for i in res.quarantine[SOURCE_ROW].tolist()}
+    valid = res.valid
+    status = valid["status"].to_numpy(dtype=object, na_value=None)
+    not_done = status != "completed"
+    if not_done.any():
+        bad |= {int(i) for i in valid.loc[not_done, SOURCE_ROW].tolist()}
+        valid = valid[~not_done]
+    return valid, bad
 
 
 class Scorer:

@@ -195,6 +195,52 @@ def test_concurrent_scores_lose_no_write(service):
     assert len(ids) == 40 and all(len(v) == 1 for v in ids.values())
 
 
+def test_concurrent_small_requests_validated_together_keep_their_own_errors(service):
+    """Small requests are validated in one pass with their concurrent neighbours; a request
+    with a bad order still gets its own exact 422 and its good neighbours are scored."""
+    client, keys, new, _ = service
+    orders = payload(new.iloc[60:72])
+    for i in (3, 7):
+        orders[i]["rating"] = 9
+    with ThreadPoolExecutor(6) as ex:
+        rs = list(
+            ex.map(
+                lambda o: client.post(
+                    "/v1/score", json={"orders": [o]}, headers=auth(keys["system"])
+                ),
+                orders,
+            )
+        )
+    for i, (o, r) in enumerate(zip(orders, rs, strict=True)):
+        if i in (3, 7):
+            assert r.status_code == 422
+            assert (
+                r.json()["detail"][0]["message"]
+                == f"orders[0] ({o['order_id']}): rating:out_of_range"
+            )
+        else:
+            assert r.status_code == 200, r.text[:300]
+            assert [d["order_id"] for d in r.json()["decisions"]] == [o["order_id"]]
+
+
+def test_fast_store_rows_equal_frame_rows(trained):
+    """Small batches build store rows from numpy columns: same values, types and hashes."""
+    from models.schemas import ORDERS
+    from models.validation import validate_records
+    from serving.engine import db_rows
+    from serving.store.db import content_hash, frame_rows
+
+    _, done = trained
+    for n in (1, 3, 40):
+        valid = validate_records(payload(done.iloc[100 : 100 + n]), ORDERS).valid
+        fast, ref = db_rows(valid), frame_rows(valid, ORDERS)
+        assert fast == ref
+        assert [type(v) for r in fast for v in r.values()] == [
+            type(v) for r in ref for v in r.values()
+        ]
+        assert [content_hash(r) for r in fast] == [content_hash(r) for r in ref]
+
+
 def test_outcomes_and_policy(service):
     client, keys, new, _ = service
     order = new.iloc[0]

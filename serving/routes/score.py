@@ -113,6 +113,12 @@ def score(
             f"orders: 1 to {limit} orders per request (got {n})",
         )
     raw = [o.model_dump() for o in body.orders]
+    if n <= COALESCE_MAX_ORDERS and not body.technicians and not body.units:
+        # validated and scored together with concurrent small requests; None: some order is
+        # invalid, and the request takes the path below (validated alone, exact messages)
+        done = state.scorer.coalescer.submit_raw(raw, rescore)
+        if done is not None:
+            return _respond(state, *done, [])
     orders, rejected = _errors(raw, ORDERS)
     side: list[tuple[Any, Table, pd.DataFrame]] = []
     for rows, table, sql in (
@@ -138,6 +144,16 @@ def score(
         records, replayed = state.scorer.coalescer.submit(orders, rescore)
     else:
         records, replayed = state.scorer.score(orders, rescore=rescore)
+    return _respond(state, records, replayed, rejected)
+
+
+def _respond(
+    state: ServiceState,
+    records: list[dict[str, Any]],
+    replayed: list[bool],
+    rejected: list[Rejected],
+) -> Response:
+    """Count the decisions in the metrics and answer them (with the rejected orders)."""
     m = state.metrics
     for d, again in zip(records, replayed, strict=True):
         if again:
