@@ -125,7 +125,7 @@ def estimates_html(sec: dict[str, Any]) -> str:
             head.append("全部工单（标签）")
         rows = []
 
-        def row(label: str, d: dict[str, Any]) -> list[str]:
+        def row(label: str, d: dict[str, Any], has_truth: bool = has_truth) -> list[str]:
             r = [
                 e(label),
                 str(d["observed"]),
