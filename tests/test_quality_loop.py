@@ -444,3 +444,21 @@ def test_concurrent_identical_outcomes_are_recorded_once(service):
     assert sum(r.json()["recorded"] for r in rs) == 1
     ins = store.inspections_frame()
     assert (ins["notes"] == "并发写入").sum() == 1
+
+
+def test_concurrent_appeals_leave_one_open(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, keys, done, *_ = service
+    o = done.iloc[31]
+    body = {"inspections": [inspection(o, passed=False, defect_codes=["x"])]}
+    r = client.post("/v1/outcomes", json=body, headers=auth(keys["quality"]))
+    ins_id = r.json()["inspections"][0]["id"]
+    appeal = {"inspection_id": ins_id, "technician_id": o["technician_id"], "reason": "不是我"}
+
+    def post(_):
+        return client.post("/v1/appeals", json=appeal, headers=auth(keys["system"]))
+
+    with ThreadPoolExecutor(8) as ex:
+        codes = sorted(r.status_code for r in ex.map(post, range(8)))
+    assert codes == [201] + [409] * 7

@@ -251,6 +251,12 @@ def test_upheld_appeal_overturns_the_failure(store):
     assert f["overturned"].tolist() == [True] and f["counts_as_failure"].tolist() == [False]
     assert f["passed"].tolist() == [False]  # the original result is kept
     assert store.appeals_frame()["status"].tolist() == ["upheld"]
+    # the database itself refuses a second open appeal (concurrent submissions)
+    row = {**ap, "appeal_id": "AP-race", "status": "pending"}
+    row["submitted_at"] = dt.datetime.now(UTC)
+    row.pop("decided_at"), row.pop("reviewer"), row.pop("decision_note")
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(T.appeals.insert().values(**row))
 
 
 def test_rectification_lifecycle_and_history(store):

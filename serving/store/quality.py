@@ -854,6 +854,14 @@ class QualityLoopStore:
 
         The technician must be the one who did the order (when the order names one).
         """
+        try:
+            return self._create_appeal(inspection_id, technician_id, reason)
+        except sa.exc.IntegrityError as exc:  # a concurrent appeal won (uq_appeals_open)
+            raise ConflictError(
+                f"inspection {inspection_id} already has an open or upheld appeal"
+            ) from exc
+
+    def _create_appeal(self, inspection_id: int, technician_id: str, reason: str) -> dict:
         now = _now()
         with self.engine.begin() as conn:
             ins = self._inspection(conn, inspection_id)

@@ -206,6 +206,14 @@ appeals = sa.Table(
     sa.Column("decision_note", sa.Text(), nullable=True),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_appeals_inspection_id", "inspection_id"),
+    # one open (pending) or upheld appeal per result, even under concurrent submissions
+    sa.Index(
+        "uq_appeals_open",
+        "inspection_id",
+        unique=True,
+        sqlite_where=sa.text("status IN ('pending', 'upheld')"),
+        postgresql_where=sa.text("status IN ('pending', 'upheld')"),
+    ),
 )
 
 api_keys = sa.Table(

@@ -39,6 +39,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("appeals", schema=None) as batch_op:
         batch_op.create_index("ix_appeals_inspection_id", ["inspection_id"], unique=False)
+        batch_op.create_index(
+            "uq_appeals_open",
+            ["inspection_id"],
+            unique=True,
+            sqlite_where=sa.text("status IN ('pending', 'upheld')"),
+            postgresql_where=sa.text("status IN ('pending', 'upheld')"),
+        )
 
     op.create_table(
         "inspection_assignments",
@@ -155,6 +162,7 @@ def downgrade() -> None:
 
     op.drop_table("inspection_assignments")
     with op.batch_alter_table("appeals", schema=None) as batch_op:
+        batch_op.drop_index("uq_appeals_open")
         batch_op.drop_index("ix_appeals_inspection_id")
 
     op.drop_table("appeals")
