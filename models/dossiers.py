@@ -46,6 +46,17 @@ FLAG_ZH: dict[str, str] = {
 }
 
 
+#: Rewards/penalties note per flag (奖惩建议): a suggestion for the quality team, never an
+#: automatic sanction — a penalty needs the inspection and appeal records checked first.
+FLAG_NOTE_ZH: dict[str, str] = {
+    "needs_coaching": "建议带教辅导并对其近期工单加抽检；如需处罚，须先复核质检与申诉记录",
+    "watch": "持续关注，下期复查",
+    "as_expected": "",
+    "excellent": "建议通报表扬，纳入奖励评定",
+    "too_few": "样本不足，暂不评价",
+}
+
+
 @dataclass(frozen=True)
 class DossierConfig:
     """Thresholds of the dossier flags (``params.yaml: report.dossiers``).
@@ -308,6 +319,7 @@ def technician_dossiers(
         oe = {k: (entry[k] or {}).get("oe") for k in comp}
         flag, why = _flag(positions, n, config, oe)
         entry["flag"], entry["flag_zh"], entry["flag_reasons"] = flag, FLAG_ZH[flag], why
+        entry["note_zh"] = FLAG_NOTE_ZH[flag]
         out[str(tech)] = entry
     return {
         "technicians": out,

@@ -272,7 +272,9 @@ def technicians_html(sec: dict[str, Any]) -> str:
                 ins_txt("third_party"),
                 "—" if ap is None else str(ap.get("filed", 0)),
                 "<div style='text-align:left'>"
-                f"<b>{e(d['flag_zh'])}</b> {e('；'.join(d['flag_reasons']))}</div>",
+                f"<b>{e(d['flag_zh'])}</b> {e('；'.join(d['flag_reasons']))}"
+                + (f"<br><span class='muted'>{e(d['note_zh'])}</span>" if d.get("note_zh") else "")
+                + "</div>",
             ]
         )
     out.append(

@@ -86,7 +86,8 @@ def test_dossiers_flag_by_observed_vs_expected_not_raw_rates():
     t = d["technicians"]
     assert t["A"]["flag"] == "as_expected" and t["A"]["rework"]["oe"] == pytest.approx(1.0)
     assert t["B"]["flag"] == "needs_coaching" and t["B"]["rework"]["position"] == "above_998"
-    assert t["C"]["flag"] == "excellent"
+    assert t["C"]["flag"] == "excellent" and "表扬" in t["C"]["note_zh"]
+    assert "复核" in t["B"]["note_zh"]  # a suggestion, never an automatic penalty
     assert t["D"]["flag"] == "too_few"
     assert t["E"]["flag"] == "as_expected"  # the hard jobs are not punished
     # significantly few reworks do not make "excellent" when residents are less happy than
