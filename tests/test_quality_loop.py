@@ -193,6 +193,13 @@ def test_invalid_outcomes_name_each_field_and_record_nothing(service, tmp_path):
     ]
     r = client.post("/v1/outcomes", json={}, headers=auth(keys["quality"]))
     assert r.json()["detail"] == ["body: give at least one follow-up or inspection"]
+    r = client.post(
+        "/v1/outcomes",
+        content=b'{"followups": [',
+        headers={**auth(keys["quality"]), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"] == ["body: JSON decode error at character 15"]
     assert len(store.inspections_frame()) == before
 
 

@@ -44,6 +44,9 @@ UNPROCESSABLE = status.HTTP_422_UNPROCESSABLE_CONTENT
 def field_error(err: dict[str, Any]) -> str:
     """A pydantic error as ``"<path>: <problem>"`` (``followups[0].rating: …``)."""
     loc = list(err.get("loc") or ())
+    if err.get("type") == "json_invalid":  # loc is a character position, not a field
+        at = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+        return f"body: {err.get('msg', 'invalid JSON')}{at}"
     if loc and loc[0] in ("body", "query", "path"):
         where_kind = loc.pop(0)
     else:
