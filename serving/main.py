@@ -37,8 +37,10 @@ repairqc 评分服务：物业系统在工单完工时调用，返回返修风�
 是否必检（含规则/模型原因）、是否第三方抽检（含入样概率）和业务语言的原因。
 
 Authentication: `Authorization: Bearer <API key>` (create keys with `repairqc keys create
---role system|quality|admin`). Roles: **system** scores; **quality** records outcomes and reads
-decisions; **admin** reloads the model and reads the policy, and may do everything.
+--role system|quality|admin`). Roles: **system** scores, records outcomes (回访/质检结果) and
+submits appeals; **quality** records outcomes, works the inspection queue, rectification and
+appeals, and reads decisions and reports; **admin** reloads the model and reads the policy, and
+may do everything.
 """
 
 
