@@ -200,6 +200,8 @@ class ModelInfo(BaseModel):
 _ID = 64
 #: Longest free text (comment, notes, reason, evidence item).
 _TEXT = 2000
+#: Most outcomes (follow-ups + inspections) in one request.
+MAX_OUTCOMES = 10_000
 #: Most defect codes / photos / evidence items on one record.
 _ITEMS = 50
 
@@ -317,13 +319,16 @@ class OutcomesIn(_Strict):
             ]
         },
     )
-    followups: list[FollowupIn] = Field(default_factory=list, max_length=10_000)
-    inspections: list[InspectionIn] = Field(default_factory=list, max_length=10_000)
+    followups: list[FollowupIn] = Field(default_factory=list, max_length=MAX_OUTCOMES)
+    inspections: list[InspectionIn] = Field(default_factory=list, max_length=MAX_OUTCOMES)
 
     @model_validator(mode="after")
     def _not_empty(self) -> OutcomesIn:
-        if not self.followups and not self.inspections:
+        n = len(self.followups) + len(self.inspections)
+        if not n:
             raise ValueError("give at least one follow-up or inspection")
+        if n > MAX_OUTCOMES:
+            raise ValueError(f"at most {MAX_OUTCOMES} outcomes per request (got {n})")
         return self
 
 

@@ -193,6 +193,11 @@ def test_invalid_outcomes_name_each_field_and_record_nothing(service, tmp_path):
     ]
     r = client.post("/v1/outcomes", json={}, headers=auth(keys["quality"]))
     assert r.json()["detail"] == ["body: give at least one follow-up or inspection"]
+    many = {"followups": [body["followups"][0]] * 10_001}
+    r = client.post("/v1/outcomes", json=many, headers=auth(keys["quality"]))
+    assert r.json()["detail"] == [
+        "followups: List should have at most 10000 items after validation, not 10001"
+    ]
     r = client.post(
         "/v1/outcomes",
         content=b'{"followups": [',
