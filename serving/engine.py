@@ -143,6 +143,9 @@ class HistoryCache:
                 return
             cur.append(orders)
             self.appended_since_check += len(orders)
+            if not np.isfinite(cur.main.start):  # a first batch into an empty store: the
+                # history's start (exposure features) comes from it, so index it fully now
+                self.current = cur = cur.rebuilt()
             if cur.needs_rebuild or cur.appended >= self.merge_orders:
                 self._dirty.set()
 
@@ -161,7 +164,6 @@ class HistoryCache:
             self._corrections = []
             self._dirty.clear()
             techs, units = self._technicians, self._units
-            mark = self._mark()
         orders = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         orders = orders.drop(columns=[SOURCE_ROW], errors="ignore")
         orders = orders.drop_duplicates("order_id", keep="last").reset_index(drop=True)
@@ -169,25 +171,18 @@ class HistoryCache:
         complaints = {
             k: list(v) for k, v in _complaint_index(orders, cfg.followup_delay_hours).items()
         }
-        inc = IncrementalHistory(orders, techs, units, cfg, model.text_scorer, complaints)
-        inc.built_from = mark  # type: ignore[attr-defined]
-        return inc
-
-    def _mark(self) -> tuple[IncrementalHistory | None, int]:
-        """Where the current history's appended frames end (what a new build contains)."""
-        cur = self.current
-        return (cur, len(cur.frames) if cur is not None else 0)
+        return IncrementalHistory(orders, techs, units, cfg, model.text_scorer, complaints)
 
     def install(self, inc: IncrementalHistory) -> None:
         """Make a built history the one requests use; catches up on orders appended since."""
         with self.lock:
-            old, n_frames = getattr(inc, "built_from", (None, 0))
             cur = self.current
-            if cur is not None and cur is old and len(cur.frames) > n_frames:
-                for frame in cur.frames[n_frames:]:
-                    fresh = ~frame["order_id"].astype(str).isin(inc.ids.keys()).to_numpy()
-                    if fresh.any():
-                        inc.append(frame[fresh])
+            if cur is not None:  # orders appended while ``inc`` was built: append them too
+                missing = [r for r, i in enumerate(cur.row_ids) if not inc.contains(i)]
+                if missing:
+                    frames = cur.frames
+                    every = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+                    inc.append(every.iloc[missing])
             inc.frames = (
                 [pd.concat(inc.frames, ignore_index=True)] if len(inc.frames) > 1 else inc.frames
             )

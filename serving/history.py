@@ -398,6 +398,15 @@ class IncrementalHistory:
             self.firsts[name] = self._initial_firsts(key)
         self.complaints = complaints if complaints is not None else {}
 
+    def rebuilt(self) -> IncrementalHistory:
+        """A new history of the same orders and tables with everything in the main indexes."""
+        frames = self.frames
+        orders = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        complaints = {u: list(t) for u, t in self.complaints.items()}
+        return IncrementalHistory(
+            orders, self.technicians, self.units, self.config, self.text_scorer, complaints
+        )
+
     # ---- building blocks ------------------------------------------------------------------
     def _arrays(
         self, orders: pd.DataFrame, groups: dict[str, np.ndarray] | None = None, **labels: Any

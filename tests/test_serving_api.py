@@ -6,6 +6,7 @@ import datetime as dt
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -239,6 +240,39 @@ def test_fast_store_rows_equal_frame_rows(trained):
             type(v) for r in ref for v in r.values()
         ]
         assert [content_hash(r) for r in fast] == [content_hash(r) for r in ref]
+
+
+def test_scored_orders_are_history_at_once_and_survive_a_background_rebuild(service):
+    """No refresh lag: an order is in the features' history when its response returns; a
+    rebuild that started before later orders arrived still ends up with every stored order."""
+    from models.features import build_history, features_for
+
+    client, keys, new, _ = service
+    state = client.app.state.service
+    cache = state.cache
+    first, second, probe = payload(new.iloc[80:81]), payload(new.iloc[81:82]), new.iloc[82:83]
+    r = client.post("/v1/score", json={"orders": first}, headers=auth(keys["system"]))
+    assert r.status_code == 200
+    assert cache.current.contains(first[0]["order_id"])
+    built = cache.build(state.scorer.served.model)  # as the background merger does
+    r = client.post("/v1/score", json={"orders": second}, headers=auth(keys["system"]))
+    assert r.status_code == 200
+    cache.install(built)
+    assert cache.current.contains(second[0]["order_id"])
+    assert len(cache.current.ids) == state.store.order_count()
+    full = build_history(
+        state.store.orders_frame(),
+        technicians=state.store.side_frame("technicians"),
+        units=state.store.side_frame("units"),
+        config=state.scorer.served.model.feature_config,
+    )
+    pd.testing.assert_frame_equal(
+        features_for(cache.history, probe),
+        features_for(full, probe),
+        check_exact=False,
+        rtol=1e-9,
+        atol=1e-12,
+    )
 
 
 def test_outcomes_and_policy(service):
