@@ -673,7 +673,8 @@ function renderReportSummary(report) {
   const changes = (report.changes && report.changes.overall) || {};
   const p = report.period || {};
   const lastDay = p.to ? addDays(String(p.to).slice(0, 10), -1) : "";
-  $("report-period").textContent = p.from ? `统计期间 ${String(p.from).slice(0, 10)} 至 ${lastDay}` : "";
+  const scope = report.community ? `小区 ${report.community}` : "全部小区";
+  $("report-period").textContent = p.from ? `${scope} · 统计期间 ${String(p.from).slice(0, 10)} 至 ${lastDay}` : scope;
   const facts = h("div", { class: "facts" },
     [["本期工单", c.orders], ["已完工", c.completed], ["已取消", c.cancelled], ["有评价", c.rated]]
       .map(([t, v]) => h("div", { class: "fact" }, h("b", {}, isNum(v) ? v : "—"), h("span", {}, t))));
