@@ -35,11 +35,11 @@ from models import sampling as S
 from models.estimators import HEADS, RiskModel
 from models.features import CATEGORICAL_LEVELS, History, feature_arrays, features_for
 from models.features import _secs as epoch_seconds
+from models.reasons import Reasoner
 from models.schemas import ORDERS, TIMEZONE
 from models.validation import SOURCE_ROW, validate_records
 from serving.history import Columns, IncrementalHistory
 from serving.model_source import ModelIdentity
-from serving.reasons import Reasoner
 from serving.store.db import Store, content_hash, frame_rows, utcnow
 
 log = logging.getLogger(__name__)

@@ -19,13 +19,13 @@ import yaml
 from models import sampling as S
 from models.estimators import HEADS, RiskModel
 from models.features import CATEGORICAL_LEVELS, completed_mask, feature_arrays, features_for
+from models.reasons import Reasoner, numeric_matrix
 from models.schemas import ORDERS
 from models.validation import validate_orders
 from serving.config import Settings
 from serving.engine import HistoryCache, Scorer, ServedModel, feature_matrix
 from serving.model_source import ModelIdentity, ModelLoadError, load_from_dir, load_from_registry
 from serving.observability import Metrics
-from serving.reasons import Reasoner, numeric_matrix
 from serving.schemas import ORDER_EXAMPLE
 from serving.store.db import Store, make_engine, upgrade
 
@@ -58,6 +58,8 @@ class ServiceState:
         model, identity = self._load()
         served, built = self._prepare(model, identity)
         self.cache.install(built)
+        # rework links on ingest use the served model's label windows
+        self.store.label_config = model.feature_config.label_config()
         self.scorer = Scorer(
             self.store,
             self.cache,
@@ -149,6 +151,7 @@ class ServiceState:
                 raise ModelLoadError(str(exc)) from exc
             self.cache.install(built)
             self.scorer.served = served
+            self.store.label_config = model.feature_config.label_config()
             log.info("reloaded", extra={"old": old.identity.tag, "new": identity.tag})
             return identity
 
