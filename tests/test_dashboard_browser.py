@@ -220,6 +220,7 @@ def browser(tmp_path_factory, live) -> Iterator[Any]:
         f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
     ):
         opts.add_argument(flag)
+    opts.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # the executable path is explicit: selenium-manager never looks for (or downloads) a driver
     service = Service(
@@ -431,6 +432,13 @@ def test_queue_is_ordered_by_expected_harm_like_the_api(browser, live):
         assert stats[k] == str(api["counts"][k])
     assert stats["capacity"] == str(api["capacity"])
     shot(browser, "03-queue")
+
+    # an unknown community: a Chinese message naming it, and no rows of the previous query
+    browser.execute_script("document.getElementById('queue-community').value = 'NO-SUCH-C'")
+    by_id(browser, "queue-load").click()
+    wait_for(browser, "unknown community message", lambda: visible(browser, "global-error"))
+    assert "小区“NO-SUCH-C”没有任何工单（404）" in by_id(browser, "global-error").text
+    assert queue_rows(browser) == []
 
 
 def test_assign_an_inspection_and_see_its_status_change(browser, live):

@@ -294,10 +294,25 @@ async function loadQueue() {
     state.queue = data;
     renderQueue(data);
   } catch (err) {
-    if (seq === state.seq.queue) fail(err, "加载质检队列失败");
+    if (seq !== state.seq.queue) return;
+    clearQueue();
+    if (err instanceof ApiError && err.status === 404 && community) {
+      showError(`小区“${community}”没有任何工单（404）：请检查小区编号，或清空以查看全部小区。`);
+    } else {
+      fail(err, "加载质检队列失败");
+    }
   } finally {
     if (seq === state.seq.queue) setBusy($("queue-load"), false);
   }
+}
+
+/** No rows, no counts: after a failed query the page must not show another query's queue. */
+function clearQueue() {
+  state.queue = null;
+  $("queue-body").replaceChildren();
+  $("queue-stats").replaceChildren();
+  $("queue-meta").textContent = "";
+  $("queue-empty").hidden = true;
 }
 
 function statusBadge(status) {
