@@ -639,6 +639,8 @@ def _team_codes(
     """Team code of each order's technician (-1 when unknown)."""
     if team_of_tech is None or not len(vocab):
         return np.full(len(tech_ids), -1, dtype=np.int64)
+    if len(tech_ids) <= 4:  # an API order: hash lookups instead of a reindex (~0.2 ms)
+        return np.array([_code1(vocab, _lookup(team_of_tech, t)) for t in tech_ids], dtype=np.int64)
     teams = team_of_tech.reindex(pd.Index(tech_ids, dtype=object)).to_numpy(dtype=object)
     teams = np.array([None if (v is pd.NA or v is None) else v for v in teams], dtype=object)
     return _codes(teams, vocab)
@@ -659,6 +661,30 @@ def _code1(vocab: pd.Index, value: object) -> int:
     except (KeyError, TypeError):
         return -1
     return loc if isinstance(loc, int) else -1
+
+
+def _lookup(values: pd.Series, key: object) -> object:
+    """``values`` at index label ``key`` (unique index), None when absent or missing."""
+    if key is None:
+        return None
+    try:
+        loc = values.index.get_loc(key)
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(loc, int):
+        return None
+    v = values.iat[loc]
+    return None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
+
+
+def _as_float(v: object) -> float:
+    """``pd.to_numeric(errors="coerce")`` of one value as float (NaN when not a number)."""
+    if v is None:
+        return np.nan
+    try:
+        return float(pd.to_numeric(v, errors="coerce")) if isinstance(v, str) else float(v)
+    except (TypeError, ValueError):
+        return np.nan
 
 
 def _present(values: np.ndarray) -> np.ndarray:
@@ -696,7 +722,10 @@ def _group_keys(orders: pd.DataFrame, units: pd.DataFrame | None) -> dict[str, n
     comm = _str(orders["community_id"])
     uid = _str(orders["unit_id"])
     year = None
-    if units is not None and "building_year" in units:
+    if units is not None and "building_year" in units and len(uid) <= 4:
+        by = units["building_year"]
+        year = np.array([_as_float(_lookup(by, u)) for u in uid], dtype=float)
+    elif units is not None and "building_year" in units:
         year = units["building_year"].reindex(pd.Index(uid, dtype=object))
         year = pd.to_numeric(year, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     return _group_keys_of(comm, uid, year)
