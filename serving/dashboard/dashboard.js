@@ -312,7 +312,8 @@ function clearQueue() {
   $("queue-body").replaceChildren();
   $("queue-stats").replaceChildren();
   $("queue-meta").textContent = "";
-  $("queue-empty").hidden = true;
+  $("queue-empty").textContent = "查询未成功，暂无数据。";
+  $("queue-empty").hidden = false;
 }
 
 function statusBadge(status) {
@@ -393,6 +394,7 @@ function renderQueue(data) {
     h("td", {}, assign));
   });
   $("queue-body").replaceChildren(...rows);
+  $("queue-empty").textContent = "该日期没有需要质检的工单。";
   $("queue-empty").hidden = rows.length > 0;
 }
 
