@@ -2,13 +2,17 @@
 
 Why this shape:
 
-* **Time-ordered split.** Orders are split by ``completed_at`` into fit / calibration / test
-  slices. Labels of each slice are taken *as of the start of the next slice*
-  (:func:`labels_as_of`), so nothing the model learns needed information from after the
-  moment it would have been trained in production.
+* **Time-ordered split, labels known by the cut-off.** Orders are split by ``completed_at`` into
+  fit / calibration / test slices. Fit and calibration labels are taken *as known at the test
+  start* (:func:`labels_as_of`), test labels at the end of the data, so nothing the model learns
+  needed information from after the moment it would have been trained in production. The
+  calibration slice is the newest orders whose rework window had closed by then (plus the
+  days after, which carry dissatisfaction labels), so even a few months of history train.
 * **Calibration on a later slice.** Early stopping and the calibrator both use the calibration
-  slice, the most recent data the model may learn from; when the base rate drifts (rework rising
-  over time) this is what keeps the probabilities honest. Platt scaling on the booster's logit
+  slice, the most recent labels the model may learn from; when the base rate drifts (rework
+  rising over time) this is what keeps the probabilities honest. The booster is then refitted on
+  fit + calibration rows with the chosen number of trees (``refit``), so the newest labels shape
+  the trees as well. Platt scaling on the booster's logit
   (2 parameters) is the default: it moves the intercept with the drift and cannot overfit
   small slices; isotonic is available.
 * **Booster + logistic, stacked.** The calibrator is a logistic regression on the log-odds of
@@ -59,6 +63,18 @@ class HeadConfig:
         stacks both log-odds on the calibration slice. Smooth monotone effects (urges, delay)
         are what the logistic part catches with less data: on the default data it added
         ~+0.004 rework and ~+0.012 dissatisfaction AUC. ``null``: booster only.
+    rate_offset
+        A feature holding the as-of recent base rate (e.g. ``global_rework_rate``): its
+        log-odds enters the Platt calibrator as an offset (coefficient 1), so the calibrated
+        intercept follows the base rate after the calibration slice (prior-shift correction)
+        instead of freezing the slice's rate. ``null``: a fixed intercept.
+    recency_half_life_days
+        Fit rows are weighted ``0.5 ** (age / half-life)``, the age counted back from the end
+        of the fit slice: recent orders describe the present process better. ``null``: equal.
+    refit
+        After early stopping and calibration, refit the booster on fit + calibration rows with
+        the chosen number of trees scaled to the larger sample (the calibrator is kept): the
+        newest labelled orders then shape the trees too.
     """
 
     lgbm: dict[str, Any] = field(
@@ -80,6 +96,10 @@ class HeadConfig:
     early_stopping_rounds: int = 60
     calibration: str = "platt"
     linear_C: float | None = 0.1
+    rate_offset: str | None = None
+    recency_half_life_days: float | None = None
+    refit: bool = False
+    offset_booster: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,10 +109,10 @@ class TrainConfig:
     Attributes
     ----------
     fit_fraction, calib_fraction
-        Shares of completed orders (by completion time) in the fit and calibration slices; the
-        rest is the test slice. 70/10/20 beat 60/20/20 by ~+0.005 rework AUC (more recent
-        training data); a calibration slice much shorter than ~2 rework windows has too few
-        uncensored rework labels.
+        The test slice is the newest ``1 - fit_fraction - calib_fraction`` of completed orders
+        (by completion time); the orders before it whose rework window had closed by its start
+        go ``fit_fraction : calib_fraction`` to fit and calibration (:func:`time_split`).
+        70/10/20 beat 60/20/20 by ~+0.005 rework AUC (more recent training data).
     seed, num_threads
         Determinism and CPU budget (LightGBM threads; the machine has 2 cores).
     heads
@@ -127,16 +147,45 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def time_split(completed_at: pd.Series, config: TrainConfig) -> tuple[pd.Series, dict]:
-    """Assign each order to ``fit`` / ``calib`` / ``test`` by completion-time quantiles.
+def time_split(
+    completed_at: pd.Series, config: TrainConfig, rework_window_days: float = 30.0
+) -> tuple[pd.Series, dict]:
+    """Assign each order to ``fit`` / ``calib`` / ``test`` by completion time.
+
+    The test slice starts at the ``fit_fraction + calib_fraction`` quantile (the cut-off: what
+    a model trained then could know). Fit and calibration slices share the orders before it
+    whose rework window had closed by the cut-off ("mature"), oldest ``fit_fraction`` parts to
+    fit, newest ``calib_fraction`` parts to calibration; the calibration slice runs on to the
+    cut-off, where its newest orders still carry dissatisfaction labels.
+
+    Why mature orders decide the boundary: every pre-test label is taken as of the cut-off, so
+    a calibration slice made of the last days before it would be all censored for rework (a
+    short history then had no calibration labels at all), and the most recent mature labels
+    are what keeps the calibration honest when the base rate drifts.
 
     Returns the split per row and the two boundaries (the starts of calib and test).
+
+    Raises
+    ------
+    ValueError
+        No order before the cut-off is mature: the history is shorter than the rework window
+        plus a test slice.
     """
     t = completed_at
-    b1 = t.quantile(config.fit_fraction)
-    b2 = t.quantile(config.fit_fraction + config.calib_fraction)
-    split = pd.Series(np.where(t < b1, "fit", np.where(t < b2, "calib", "test")), index=t.index)
-    return split, {"calib_start": b1, "test_start": b2}
+    share = config.fit_fraction + config.calib_fraction
+    test_start = t.quantile(share)
+    mature = t[t < test_start - pd.Timedelta(days=rework_window_days)]
+    if not len(mature):
+        raise ValueError(
+            f"no completed order before the test cut-off {test_start} has a closed "
+            f"{rework_window_days:g}-day rework window: the history "
+            f"({t.min()} .. {t.max()}) is too short to fit and calibrate"
+        )
+    calib_start = mature.quantile(config.fit_fraction / share)
+    split = pd.Series(
+        np.where(t < calib_start, "fit", np.where(t < test_start, "calib", "test")), index=t.index
+    )
+    return split, {"calib_start": calib_start, "test_start": test_start}
 
 
 def labels_as_of(
@@ -168,6 +217,43 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def _platt(
+    Z: np.ndarray, y: np.ndarray, offset: np.ndarray, iterations: int = 100
+) -> tuple[np.ndarray, float]:
+    """Logistic regression of ``y`` on ``Z`` with a fixed ``offset`` (coefficient 1): (w, b).
+
+    Newton-Raphson with step halving on the log-likelihood (a negligible ridge of 1e-6 on the
+    slopes, as ``C=1e6`` before): scikit-learn's ``LogisticRegression`` has no offset term, and
+    2-3 parameters converge in a handful of steps.
+    """
+    A = np.column_stack([Z, np.ones(len(Z))])
+    ridge = np.full(A.shape[1], 1e-6)
+    ridge[-1] = 0.0
+
+    def loss(beta: np.ndarray) -> float:
+        eta = A @ beta + offset
+        return float(np.sum(np.logaddexp(0.0, eta) - y * eta) + 0.5 * np.sum(ridge * beta**2))
+
+    beta = np.zeros(A.shape[1])
+    beta[-1] = float(_logit(np.array([y.mean()]))[0] - offset.mean())
+    current = loss(beta)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(A @ beta + offset)))
+        grad = A.T @ (y - p) - ridge * beta
+        hess = (A * (p * (1 - p))[:, None]).T @ A + np.diag(ridge + 1e-12)
+        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
+        t = 1.0
+        while t > 1e-4 and loss(beta + t * step) > current:
+            t /= 2
+        beta = beta + t * step
+        new = loss(beta)
+        if current - new < 1e-10 * max(1.0, abs(current)):
+            current = new
+            break
+        current = new
+    return beta[:-1].astype(float), float(beta[-1])
+
+
 class RiskHead:
     """A LightGBM binary classifier with a calibrator fitted on a later slice.
 
@@ -191,9 +277,17 @@ class RiskHead:
         }
 
     def fit(
-        self, X: pd.DataFrame, y: np.ndarray, X_cal: pd.DataFrame, y_cal: np.ndarray
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        X_cal: pd.DataFrame,
+        y_cal: np.ndarray,
+        age_days: np.ndarray | None = None,
     ) -> RiskHead:
-        """Fit the booster on ``X`` (early stopping on ``X_cal``), then the calibrator."""
+        """Fit the booster on ``X`` (early stopping on ``X_cal``), then the calibrator.
+
+        ``age_days``: age of each fit row at the end of the fit slice (recency weights).
+        """
         import lightgbm as lgb
 
         y = np.asarray(y, dtype=float)
@@ -205,9 +299,28 @@ class RiskHead:
                     "more history is needed, or a larger slice (labels of a slice are censored "
                     "at the start of the next one)"
                 )
+        w = None
+        hl = self.config.recency_half_life_days
+        if hl is not None and age_days is not None:
+            w = np.power(0.5, np.clip(np.asarray(age_days, dtype=float), 0, None) / hl)
+        self.feature_names_ = list(X.columns)
+        self.offset_ = self.config.rate_offset
+        off_fit = off_cal = None
+        if self.offset_ is not None:
+            if self.offset_ not in self.feature_names_:
+                raise ValueError(f"rate_offset {self.offset_!r} is not a feature")
+            rate = X[self.offset_].to_numpy(dtype=float)
+            self.offset_fill_ = float(np.nanmean(rate)) if (~np.isnan(rate)).any() else y.mean()
+            if self.config.offset_booster:
+                off_fit, off_cal = self._offset(X), self._offset(X_cal)
+        self.booster_offset_ = off_fit is not None
         cats = [c for c in X.columns if c in CATEGORICAL_LEVELS]
-        dtrain = lgb.Dataset(X, y, categorical_feature=cats, free_raw_data=True)
-        dval = lgb.Dataset(X_cal, y_cal, reference=dtrain, categorical_feature=cats)
+        dtrain = lgb.Dataset(
+            X, y, weight=w, init_score=off_fit, categorical_feature=cats, free_raw_data=False
+        )
+        dval = lgb.Dataset(
+            X_cal, y_cal, init_score=off_cal, reference=dtrain, categorical_feature=cats
+        )
         self.booster_ = lgb.train(
             self._params(),
             dtrain,
@@ -215,14 +328,37 @@ class RiskHead:
             valid_sets=[dval],
             callbacks=[lgb.early_stopping(self.config.early_stopping_rounds, verbose=False)],
         )
-        self.feature_names_ = list(X.columns)
         self.linear_ = None
         if self.config.linear_C is not None:
             from models.baselines import LogisticBaseline
 
-            self.linear_ = LogisticBaseline(C=self.config.linear_C).fit(X, y)
-        self._fit_calibrator(self._stack_inputs(X_cal), y_cal)
+            self.linear_ = LogisticBaseline(C=self.config.linear_C).fit(X, y, sample_weight=w)
+        self._fit_calibrator(self._stack_inputs(X_cal), y_cal, self._offset(X_cal))
+        if self.config.refit:
+            rounds = max(1, round(self.booster_.best_iteration * (len(X) + len(X_cal)) / len(X)))
+            wall = None if w is None else np.concatenate([w, np.ones(len(X_cal))])
+            dall = lgb.Dataset(
+                pd.concat([X, X_cal]),
+                np.concatenate([y, y_cal]),
+                weight=wall,
+                init_score=None if off_fit is None else np.concatenate([off_fit, off_cal]),
+                categorical_feature=cats,
+            )
+            self.booster_ = lgb.train(self._params(), dall, num_boost_round=rounds)
+            self.booster_.best_iteration = rounds
         return self
+
+    def _offset(self, X: pd.DataFrame) -> np.ndarray:
+        """Log-odds of the base-rate feature per row (0 without ``rate_offset``)."""
+        name = getattr(self, "offset_", None)  # models pickled before the offset existed
+        if name is None:
+            return np.zeros(len(X))
+        return self._offset_values(X[name].to_numpy(dtype=float))
+
+    def _offset_values(self, rate: np.ndarray) -> np.ndarray:
+        # a missing rate (no history at all) falls back to the calibration slice's mean
+        rate = np.where(np.isnan(rate), self.offset_fill_, rate)
+        return _logit(rate)
 
     def _stack_inputs(self, X: pd.DataFrame) -> np.ndarray:
         """Log-odds of the booster (and of the logistic component) per row."""
@@ -231,19 +367,18 @@ class RiskHead:
             cols.append(_logit(self.linear_.predict_proba(X[self.feature_names_])))
         return np.column_stack(cols)
 
-    def _fit_calibrator(self, Z: np.ndarray, y: np.ndarray) -> None:
+    def _fit_calibrator(self, Z: np.ndarray, y: np.ndarray, offset: np.ndarray) -> None:
         if self.config.calibration == "isotonic":
-            if Z.shape[1] != 1:
-                raise ValueError("isotonic calibration needs linear_C: null (booster only)")
+            if Z.shape[1] != 1 or getattr(self, "offset_", None) is not None:
+                raise ValueError(
+                    "isotonic calibration needs linear_C: null and rate_offset: null (booster only)"
+                )
             from sklearn.isotonic import IsotonicRegression
 
             iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1)
             self.calibrator_ = iso.fit(Z[:, 0], y)
         elif self.config.calibration == "platt":
-            from sklearn.linear_model import LogisticRegression
-
-            lr = LogisticRegression(C=1e6, max_iter=1000).fit(Z, y)
-            self.calibrator_ = (lr.coef_[0].astype(float), float(lr.intercept_[0]))
+            self.calibrator_ = _platt(Z, y, offset)
         else:
             raise ValueError(f"unknown calibration {self.config.calibration!r}")
 
@@ -258,14 +393,14 @@ class RiskHead:
         Z = self._stack_inputs(X)
         if isinstance(self.calibrator_, tuple):
             w, b = self.calibrator_
-            return 1.0 / (1.0 + np.exp(-(Z @ w + b)))
+            return 1.0 / (1.0 + np.exp(-(Z @ w + b + self._offset(X))))
         return self.calibrator_.predict(Z[:, 0])
 
     def predict_proba_matrix(self, M: np.ndarray) -> np.ndarray:
         """:meth:`predict_proba` of a float matrix in ``feature_names_`` order.
 
         Categoricals are their contract level codes (NaN missing), as built by
-        ``serving.reasons.numeric_matrix``.
+        ``models.reasons.numeric_matrix``.
 
         The serving path: LightGBM predicts a numpy row in ~0.2 ms against ~1.5 ms through a
         DataFrame, and on one thread (all threads: a single-row p99 of 8.5 ms whenever another
@@ -278,7 +413,11 @@ class RiskHead:
         Z = np.column_stack(cols)
         if isinstance(self.calibrator_, tuple):
             w, b = self.calibrator_
-            return 1.0 / (1.0 + np.exp(-(Z @ w + b)))
+            name = getattr(self, "offset_", None)
+            off = (
+                0.0 if name is None else self._offset_values(M[:, self.feature_names_.index(name)])
+            )
+            return 1.0 / (1.0 + np.exp(-(Z @ w + b + off)))
         return self.calibrator_.predict(Z[:, 0])
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -317,8 +456,9 @@ class RiskModel:
     def predict(self, features: pd.DataFrame, reasons: int = 0) -> pd.DataFrame:
         """Scores of precomputed features: ``order_id``, ``rework_risk``, ``dissatisfaction_prob``.
 
-        ``reasons > 0`` adds ``top_reasons``: the features pushing each order's rework and
-        dissatisfaction risk up most (``name=value`` joined by ``;``).
+        ``reasons > 0`` adds ``top_reasons``: what pushes each order's rework and
+        dissatisfaction risk up most, in business language (``text (code)`` joined by ``"; "``,
+        see :meth:`reasons`).
         """
         missing = [c for c in self.feature_names if c not in features]
         if missing:
@@ -330,26 +470,18 @@ class RiskModel:
         for head, col in HEADS.items():
             out[col] = self.heads[head].predict_proba(X) if len(X) else np.array([], dtype=float)
         if reasons and len(X):
-            out["top_reasons"] = self.reasons(X, reasons)
+            out["top_reasons"] = self.reasons(features, reasons)
         return out
 
-    def reasons(self, X: pd.DataFrame, k: int = 3) -> list[str]:
-        """Top-``k`` positive contributions summed over both heads, as readable strings."""
-        contrib = sum(self.heads[h].contributions(X) for h in HEADS)
-        names = np.array(contrib.columns)
-        vals = contrib.to_numpy()
-        top = np.argsort(-vals, axis=1)[:, :k]
-        out = []
-        for i, row in enumerate(top):
-            parts = []
-            for j in row:
-                if vals[i, j] <= 0:
-                    break
-                v = X.iat[i, j]
-                vs = f"{v:.3g}" if isinstance(v, float | np.floating) else str(v)
-                parts.append(f"{names[j]}={vs}")
-            out.append(";".join(parts))
-        return out
+    def reasons(self, features: pd.DataFrame, k: int = 3) -> list[str]:
+        """Top-``k`` reasons per order in business language: ``text (code)`` joined by ``"; "``.
+
+        The same wording and codes as the API (:mod:`models.reasons`), from exact TreeSHAP
+        contributions summed over both heads (batch scoring can afford them).
+        """
+        from models.reasons import Reasoner, format_reasons
+
+        return [format_reasons(r) for r in Reasoner(self, None, 0).top(features, k)]
 
     def history(
         self,
@@ -393,7 +525,8 @@ def fit_risk_model(
         fit = frame[(frame["split"] == "fit") & frame[head].notna()]
         cal = frame[(frame["split"] == "calib") & frame[head].notna()]
         h = RiskHead(hc, seed=config.seed, num_threads=config.num_threads)
-        h.fit(fit[feats], fit[head].to_numpy(), cal[feats], cal[head].to_numpy())
+        age = (fit["completed_at"].max() - fit["completed_at"]) / pd.Timedelta(days=1)
+        h.fit(fit[feats], fit[head].to_numpy(), cal[feats], cal[head].to_numpy(), age.to_numpy())
         heads[head] = h
         info[f"{head}_best_iteration"] = int(h.booster_.best_iteration)
         info[f"{head}_fit_rows"] = len(fit)
@@ -414,10 +547,10 @@ def training_frame(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Features, split and as-of labels of every completed order known before ``until``.
 
-    Orders reported after ``until`` are dropped first (the data as it was at ``until``). Each
-    slice's labels are taken as of the start of the next slice (the test slice: as of the end
-    of the data), so a model fitted on ``fit`` and calibrated on ``calib`` used only what was
-    known when ``test`` began.
+    Orders reported after ``until`` are dropped first (the data as it was at ``until``), and
+    only orders completed before it are scored. Fit and calibration labels are taken as known at
+    the test start, test labels as of the end (``until``), so a model fitted on ``fit`` and
+    calibrated on ``calib`` used only what was known when ``test`` began.
 
     ``labels`` (``rework_order_id``, ``rework_known_at``, ``dissatisfied``,
     ``dissatisfied_known_at`` aligned with ``orders``) reuses the label stage's output, e.g. with
@@ -445,22 +578,41 @@ def training_frame(
         orders, technicians=technicians, units=units, config=fcfg, text_scorer=text_scorer
     )
     done = (orders["status"] == "completed").fillna(False) & orders["completed_at"].notna()
+    if until is not None:  # an order completed after ``until`` was still open then
+        done &= (orders["completed_at"] < until).fillna(False)
     scored = orders[done.to_numpy()]
     frame = features_for(history, scored)
     frame["completed_at"] = scored["completed_at"]
     frame["community_id"] = scored["community_id"].astype("string")
-    split, bounds = time_split(frame["completed_at"], cfg)
-    frame["split"] = split
     end = until if until is not None else data_end(orders)
+    return assign_split_and_labels(
+        frame, labelled.loc[frame.index], cfg, fcfg.rework_window_days, end
+    )
+
+
+def assign_split_and_labels(
+    frame: pd.DataFrame,
+    labelled: pd.DataFrame,
+    config: TrainConfig,
+    rework_window_days: float,
+    end: pd.Timestamp,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Add ``split``, ``rework`` and ``dissatisfied`` (as-of labels) to a feature frame.
+
+    ``labelled`` carries the full-data labels and their known-at times aligned with ``frame``;
+    ``end`` is the moment the data describe (``--until`` or the data's end).
+    """
+    frame = frame.copy()
+    split, bounds = time_split(frame["completed_at"], config, rework_window_days)
+    frame["split"] = split
     bounds["end"] = end
-    lab = labelled.loc[frame.index]
-    for name, as_of in (
-        ("fit", bounds["calib_start"]),
-        ("calib", bounds["test_start"]),
-        ("test", end),
+    lab = labelled.assign(completed_at=frame["completed_at"])
+    # fit and calibration labels as known at the cut-off (the test start), test labels at the end
+    for rows, as_of in (
+        ((frame["split"] != "test").to_numpy(), bounds["test_start"]),
+        ((frame["split"] == "test").to_numpy(), end),
     ):
-        rows = (frame["split"] == name).to_numpy()
-        la = labels_as_of(lab[rows], as_of, fcfg.rework_window_days)
+        la = labels_as_of(lab[rows], as_of, rework_window_days)
         frame.loc[rows, "rework"] = la["rework"].to_numpy()
         frame.loc[rows, "dissatisfied"] = la["dissatisfied"].to_numpy()
     return frame, bounds

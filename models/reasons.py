@@ -1,5 +1,9 @@
 """Reasons in business language: which features pushed an order's risk up, and by how much.
 
+One source for every consumer: the API (``serving``) returns the items of :class:`Reasoner`,
+batch scoring (``repairqc score``) writes the same items as ``text (code)`` strings
+(:func:`format_reasons`), so a quality team reads the same wording in both.
+
 Why binned contributions instead of per-request TreeSHAP: LightGBM's ``pred_contrib`` costs
 milliseconds per row (2 ms at 100 trees, 10 ms at 500), which alone would break the latency and
 batch-throughput goals. Instead, when a model (or a refreshed history) is loaded, the exact
@@ -8,7 +12,8 @@ and for every feature the mean contribution is tabulated per quantile bin of its
 request time each order's contribution of a feature is looked up from its bin: a vectorised
 ``searchsorted`` per feature, microseconds per order. The lookup is the expected contribution
 given the feature's value — close to the exact one for trees with weak interactions, and exact
-reasons stay available (``Reasoner(exact=True)``) when there is no reference sample yet.
+reasons are used when there is no reference sample (yet): ``Reasoner(model, None, 0)``, which is
+also what batch scoring uses (it has the time; the API has not).
 """
 
 from __future__ import annotations
@@ -234,3 +239,12 @@ class Reasoner:
                 [reason_item(names[j], row, contrib[i, j]) for j in top if contrib[i, j] > 0]
             )
         return out
+
+
+def format_reasons(items: list[dict[str, Any]]) -> str:
+    """One order's reasons as a single cell: ``text (code)`` joined by ``"; "``.
+
+    The batch-scoring file carries the same wording and codes as the API's ``reasons``; the
+    code keeps the cell machine-readable (e.g. ``同户90天内同类报修2次 (unit_repeat_90d)``).
+    """
+    return "; ".join(f"{r['text']} ({r['code']})" for r in items)

@@ -37,15 +37,46 @@ def trained(data):
     return frame, bounds, model
 
 
-def test_split_is_time_ordered_and_labels_censored_at_the_next_slice(trained):
+def test_split_is_time_ordered_and_labels_known_at_the_cut_off(trained):
     frame, bounds, _ = trained
     fit = frame[frame["split"] == "fit"]
     cal = frame[frame["split"] == "calib"]
+    test = frame[frame["split"] == "test"]
     assert fit["completed_at"].max() < cal["completed_at"].min()
-    # a fit-slice rework label needs its window closed before the calibration slice starts
-    late = fit["completed_at"] > bounds["calib_start"] - pd.Timedelta(days=30)
-    assert fit.loc[late, "rework"].isna().all()
-    assert fit.loc[~late, "rework"].notna().mean() > 0.95
+    assert cal["completed_at"].max() < test["completed_at"].min()
+    # fit and calibration labels are as known at the test start: a rework label needs its
+    # window closed by then, so the newest calibration orders carry none (dissatisfaction: yes)
+    window = pd.Timedelta(days=30)
+    assert fit["rework"].notna().mean() > 0.95
+    late = cal["completed_at"] > bounds["test_start"] - window
+    assert late.any() and cal.loc[late, "rework"].isna().all()
+    assert cal.loc[~late, "rework"].notna().mean() > 0.95
+    assert cal.loc[late, "dissatisfied"].notna().any()
+
+
+def test_short_history_trains_on_labels_known_by_the_cut_off(data):
+    orders, techs, units, _ = data
+    until = orders["reported_at"].min() + pd.Timedelta(days=120)
+    frame, bounds = training_frame(orders, technicians=techs, units=units, config=FAST, until=until)
+    assert frame["completed_at"].max() < until
+    pre = frame[frame["split"] != "test"]
+    # no pre-test label needed anything reported at or after the test start
+    assert (
+        pre.loc[pre["rework"].notna(), "completed_at"] + pd.Timedelta(days=30)
+        <= bounds["test_start"]
+    ).all()
+    model = fit_risk_model(frame, FeatureConfig(), FAST)
+    assert model.info["rework_calib_rows"] > 0
+    p = model.predict(frame[frame["split"] == "test"])["rework_risk"]
+    assert p.between(0, 1).all()
+    with pytest.raises(ValueError, match="too short"):
+        training_frame(
+            orders,
+            technicians=techs,
+            units=units,
+            config=FAST,
+            until=orders["reported_at"].min() + pd.Timedelta(days=20),
+        )
 
 
 def test_labels_as_of_never_use_later_knowledge(data):
@@ -138,13 +169,23 @@ def test_scores_ignore_own_outcomes_and_the_future(trained, data):
         pd.testing.assert_frame_equal(got, full.loc[got.index])
 
 
-def test_reasons_name_features(trained):
+def test_reasons_are_the_apis_business_language(trained):
+    from models.reasons import REASON_TEXTS, Reasoner
+
     frame, _, model = trained
-    out = model.predict(frame[frame["split"] == "test"].head(20), reasons=3)
-    names = set(feature_columns(frame))
-    for r in out["top_reasons"]:
-        for part in filter(None, r.split(";")):
-            assert part.split("=")[0] in names
+    test = frame[frame["split"] == "test"].head(20)
+    out = model.predict(test, reasons=3)
+    codes = {code for code, _ in REASON_TEXTS.values()} | set(feature_columns(frame))
+    api = Reasoner(model, None, 0).top(test, 3)
+    assert any(out["top_reasons"])
+    for cell, items in zip(out["top_reasons"], api, strict=True):
+        parts = [p for p in cell.split("; ") if p]
+        assert 0 < len(parts) <= 3
+        for part, item in zip(parts, items, strict=True):
+            # "同户90天内同类报修2次 (unit_repeat_90d)": the API's text and code, not raw features
+            text, code = part.rsplit(" (", 1)
+            assert code.rstrip(")") in codes
+            assert (text, code.rstrip(")")) == (item["text"], item["code"])
 
 
 def test_logistic_baseline_and_split_contract(trained):

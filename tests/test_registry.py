@@ -148,6 +148,34 @@ def test_cli_train_score_register(data, tmp_path, monkeypatch):
     scores = pd.read_csv(tmp_path / "scores.csv")
     assert {"order_id", "rework_risk", "dissatisfaction_prob", "top_reasons"} <= set(scores)
     assert len(scores) > 10
+    # the API's business language, "text (code)" joined by "; ", not raw feature names
+    reasons = scores["top_reasons"].dropna()
+    assert (
+        len(reasons)
+        and reasons.str.fullmatch(r"[^;]+ \([a-z0-9_]+\)(; [^;]+ \([a-z0-9_]+\))*").all()
+    )
+    assert not reasons.str.contains("=").any()
+    # a short history (four months) trains on the labels known by its cut-off
+    start = orders["reported_at"].min().tz_convert("Asia/Shanghai")
+    until = (start + pd.Timedelta(days=120)).strftime("%Y-%m-%d")
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--orders",
+            "orders.parquet",
+            "--technicians",
+            "technicians.parquet",
+            "--until",
+            until,
+            "--model-dir",
+            "short",
+            "--no-mlflow",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "short" / "training.json").read_text())
+    assert info["rework_calib_rows"] > 0 and info["end"].startswith(until)
     r = CliRunner().invoke(app, ["register", "--model-dir", "model"])
     assert r.exit_code == 0 and "champion" in r.output, r.output
     r = CliRunner().invoke(
