@@ -16,12 +16,14 @@ from typer.testing import CliRunner
 
 from models.sentiment import (
     ASPECT_COLUMNS,
+    C_GRID,
     CommentSentimentModel,
     SnowNLPSentiment,
     aspect_frame,
     aspect_tags,
     load_model,
     negative_themes,
+    normalize_text,
     read_manifest,
     save_model,
     score_texts,
@@ -118,6 +120,46 @@ def test_plain_lr_and_nb_only_variants_fit() -> None:
         CommentSentimentModel(nb_weight=2).fit(TEXTS, LABELS)
 
 
+def test_normalize_text_folds_width_case_digits_and_repeats() -> None:
+    assert normalize_text("ＯＫ！！！！等了２小时") == "ok!!等了0小时"
+    assert normalize_text("等了15分钟。。。") == normalize_text("等了3分钟。。")
+    # The model sees the normalised form: full-width and half-width spellings score the same.
+    m = CommentSentimentModel(C=3.0).fit(
+        TEXTS + ["ＯＫ，２次就修好", "ok,2次都没修好"], [*LABELS, 1, 0]
+    )
+    np.testing.assert_allclose(m.predict_proba(["修好了！！！！"]), m.predict_proba(["修好了!!"]))
+    assert m.score_one("等了３天") == pytest.approx(m.score_one("等了7天"), abs=1e-12)
+
+
+def test_auto_c_is_chosen_by_inner_cv_and_tiny_sets_fall_back() -> None:
+    rng = np.random.default_rng(0)
+    # 60 per class: enough for the inner CV; some texts mix the classes so C matters.
+    pos = [POS[i % 12] + POS[(i * 5) % 12][:4] for i in range(60)]
+    neg = [NEG[i % 12] + (POS[i % 12][:3] if rng.random() < 0.3 else "") for i in range(60)]
+    m = CommentSentimentModel().fit(pos + neg, [1] * 60 + [0] * 60)
+    assert set(m.cv_accuracy_) == set(C_GRID) and m.C_ in C_GRID
+    assert m.cv_accuracy_[m.C_] == max(m.cv_accuracy_.values())
+    assert all(0.0 <= a <= 1.0 for a in m.cv_accuracy_.values())
+    small = CommentSentimentModel().fit(TEXTS, LABELS)  # 12 per class
+    assert small.C_ == 3.0 and small.cv_accuracy_ == {}
+    assert CommentSentimentModel(C=7.0).fit(TEXTS, LABELS).C_ == 7.0
+    with pytest.raises(ValueError, match='"auto"'):
+        CommentSentimentModel(C="best").fit(TEXTS, LABELS)
+
+
+def test_models_pickled_before_normalisation_keep_scoring(fitted: CommentSentimentModel) -> None:
+    # A model saved by the first version: no `normalize`/`C_`/`cv_accuracy_` in its state.
+    old = CommentSentimentModel(C=3.0, normalize=False).fit(TEXTS, LABELS)
+    state = old.__getstate__()
+    for k in ("normalize", "C_", "cv_accuracy_"):
+        state.pop(k)
+    revived = CommentSentimentModel.__new__(CommentSentimentModel)
+    revived.__setstate__(state)
+    assert revived.normalize is False and revived.C_ == 3.0
+    np.testing.assert_array_equal(revived.predict_proba(TEXTS), old.predict_proba(TEXTS))
+    assert revived.score_one(TEXTS[0]) == pytest.approx(old.score_one(TEXTS[0]), abs=1e-12)
+
+
 @pytest.mark.parametrize(
     ("labels", "message"),
     [([1, 2] * 12, r"found \['2'\]"), ([1] * 24, "both positive"), ([1, 0], "labels")],
@@ -143,6 +185,7 @@ def test_save_load_round_trip_gives_identical_scores(
     assert manifest["learner"] == "char_ngram_nblr"
     assert manifest["n_train"] == len(TEXTS) and manifest["metrics"]["accuracy"] == 0.9
     assert manifest["format_version"] == 1 and manifest["params"]["ngram_range"] == [1, 3]
+    assert manifest["params"]["C"] == "auto" and manifest["fitted"]["C"] == fitted.C_
     loaded = load_model(tmp_path / "m")
     assert isinstance(loaded, CommentSentimentModel)
     np.testing.assert_array_equal(loaded.predict_proba(TEXTS), fitted.predict_proba(TEXTS))
