@@ -477,7 +477,9 @@ class Coalescer:
             if not jobs:
                 return
             merged = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-            records, replayed = self.scorer.score(merged, rescore=batch[0].rescore)
+            records, replayed = self.scorer.score(
+                merged, rescore=batch[0].rescore, defer_append=True
+            )
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting requests
             for j in batch:
                 if not j.future.done():
@@ -487,6 +489,10 @@ class Coalescer:
         for j in jobs:  # raw jobs first, in the order their rows were merged
             j.future.set_result((records[k : k + j.n], replayed[k : k + j.n]))
             k += j.n
+        try:
+            self.scorer.flush()  # history for the next request, after answering this one
+        except Exception:  # noqa: BLE001 - the next score() retries the append
+            log.exception("deferred history append failed")
 
 
 @dataclass
@@ -538,13 +544,19 @@ class Scorer:
         self.reasons_k = reasons_k
         self.base = S.solve_base(policy.sampling)
         self.coalescer = Coalescer(self)
+        self._deferred: Columns | None = None
 
     def score(
-        self, orders: pd.DataFrame, rescore: bool = False
+        self, orders: pd.DataFrame, rescore: bool = False, defer_append: bool = False
     ) -> tuple[list[dict[str, Any]], list[bool]]:
         """Store, score and record ``orders`` (typed, valid, unique ids).
 
         Returns one decision per order and whether it was recorded before this call.
+
+        ``defer_append``: a lone new order is appended to the history by :meth:`flush` (the
+        coalescer calls it right after answering) instead of before its features — its own
+        as-of features never include it, and the next scoring flushes first — which takes
+        the append off the request's latency.
         """
         served = self.served  # one model for the whole batch, even if a reload happens now
         cols = Columns(orders)
@@ -555,12 +567,16 @@ class Scorer:
         found = self.store.find_decisions(zip(ids, hashes, strict=True), version)
         todo = np.array([i not in found for i in ids], dtype=bool)
         with self.cache.lock:  # store, append to the history and compute features as one step
+            self.flush()
             changed = self.store.upsert_orders(rows, hashes)
             if changed:
                 known = self.cache.known(ids)
                 fresh = cols if not known.any() else Columns(orders[~known])
                 corrected = orders[known] if changed > len(fresh) else None
-                self.cache.add(fresh, corrected=corrected)
+                if defer_append and len(fresh) == 1 and corrected is None:
+                    self._deferred = fresh
+                else:
+                    self.cache.add(fresh, corrected=corrected)
             if todo.any():
                 chosen = cols if todo.all() else Columns(orders[todo])
                 new = self._decide(
@@ -574,6 +590,19 @@ class Scorer:
                 keys = [(r["order_id"], r["input_hash"]) for r in new]
                 found.update(self.store.find_decisions(keys, served.identity.tag))
         return [found[i] for i in ids], [not t for t in todo]
+
+    def flush(self) -> None:
+        """Append a deferred order to the history (see ``score(defer_append=True)``)."""
+        if self._deferred is None:
+            return
+        with self.cache.lock:
+            deferred, self._deferred = self._deferred, None
+            if deferred is not None:
+                try:
+                    self.cache.add(deferred)
+                except BaseException:
+                    self._deferred = deferred  # retried by the next score()
+                    raise
 
     def _decide(
         self, served: ServedModel, orders: pd.DataFrame, hashes: list[str]

@@ -253,10 +253,13 @@ def test_scored_orders_are_history_at_once_and_survive_a_background_rebuild(serv
     first, second, probe = payload(new.iloc[80:81]), payload(new.iloc[81:82]), new.iloc[82:83]
     r = client.post("/v1/score", json={"orders": first}, headers=auth(keys["system"]))
     assert r.status_code == 200
+    # a lone order is appended right after its answer, and every scoring flushes that first
+    state.scorer.flush()
     assert cache.current.contains(first[0]["order_id"])
     built = cache.build(state.scorer.served.model)  # as the background merger does
     r = client.post("/v1/score", json={"orders": second}, headers=auth(keys["system"]))
     assert r.status_code == 200
+    state.scorer.flush()
     cache.install(built)
     assert cache.current.contains(second[0]["order_id"])
     assert len(cache.current.ids) == state.store.order_count()
@@ -328,7 +331,10 @@ def test_coalescer_batches_concurrent_requests_and_returns_each_its_own_decision
     gate = threading.Event()
 
     class FakeScorer:
-        def score(self, orders, rescore=False):
+        def flush(self):
+            pass
+
+        def score(self, orders, rescore=False, defer_append=False):
             gate.wait(5)  # the first call holds the thread until everything has queued
             calls.append(list(orders["order_id"]))
             if "BAD" in calls[-1]:
