@@ -568,6 +568,20 @@ def test_kpi_board_shows_the_five_kpis_of_the_report(browser, live, report_route
         lambda: live.community in by_id(browser, "kpi-meta").text and cards_match(browser, one),
     )
 
+    # a quick period: the last 90 days of the same community
+    browser.find_element("css selector", '.presets[data-view="kpi"] [data-days="90"]').click()
+    today = dt.datetime.now(TZ).date()
+    start = (today - dt.timedelta(days=89)).isoformat()
+    q90 = {"from": start, "to": today.isoformat(), "community": live.community}
+    wait_for(
+        browser,
+        "the last 90 days",
+        lambda: (
+            by_id(browser, "kpi-from").get_attribute("value") == start
+            and cards_match(browser, live.get("/v1/reports/improvement", **q90))
+        ),
+    )
+
 
 def test_report_view_embeds_the_html_report(browser, live, report_routes):
     login(browser, live, "quality", "#report")

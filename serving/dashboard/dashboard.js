@@ -455,6 +455,17 @@ function syncPeriod(prefix) {
   p.community.value = shared.community;
 }
 
+/** A quick period ending today (the last ``days`` days) or the previous calendar month. */
+function presetPeriod(button) {
+  const end = today();
+  if (button.dataset.month === "previous") {
+    const first = `${end.slice(0, 7)}-01`;
+    const last = addDays(first, -1);
+    return { from: `${last.slice(0, 7)}-01`, to: last };
+  }
+  return { from: addDays(end, 1 - Number(button.dataset.days)), to: end };
+}
+
 function readPeriod(prefix) {
   const p = periodInputs(prefix);
   state.period = { from: p.from.value, to: p.to.value, community: p.community.value.trim() };
@@ -632,7 +643,11 @@ function communityTable(report) {
   }
   const rows = ids.map((c) => h("tr", {
     class: "clickable", dataset: { community: c }, title: `查看 ${c}`,
-    onclick: () => { state.period = { ...state.period, community: c }; loadKpis(); },
+    onclick: () => {
+      state.period = { ...state.period, community: c };
+      window.scrollTo({ top: 0, behavior: "smooth" }); // the cards above show the community
+      loadKpis();
+    },
   },
   h("td", { class: "strong mono" }, c),
   defs.map((d) => {
@@ -797,6 +812,18 @@ function bind() {
   $("report-open").addEventListener("click", () => {
     if (state.reportHtmlUrl) window.open(state.reportHtmlUrl, "_blank", "noopener");
   });
+  for (const group of document.querySelectorAll(".presets")) {
+    group.addEventListener("click", (ev) => {
+      const button = ev.target.closest("button");
+      if (!button) return;
+      const view = group.dataset.view;
+      const community = $(`${view}-community`).value.trim();
+      state.period = { ...presetPeriod(button), community };
+      syncPeriod(view);
+      if (view === "kpi") loadKpis(true);
+      else loadReport(true);
+    });
+  }
   $("assign-form").addEventListener("submit", confirmAssign);
   $("assign-cancel").addEventListener("click", () => $("assign-dialog").close());
   window.addEventListener("hashchange", () => {
