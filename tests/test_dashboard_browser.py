@@ -405,6 +405,7 @@ def test_a_key_of_the_wrong_role_shows_the_chinese_403_message(browser, live):
     wait_for(browser, "403 message", lambda: visible(browser, "login-error"))
     assert "没有权限（403）" in by_id(browser, "login-error").text
     assert browser.execute_script("return sessionStorage.getItem('repairqc.apiKey')") is None
+    shot(browser, "02b-system-key-403")
 
 
 def test_queue_is_ordered_by_expected_harm_like_the_api(browser, live):
