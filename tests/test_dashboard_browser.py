@@ -637,9 +637,12 @@ def test_session_survives_a_reload_and_logout_forgets_the_key(browser, live):
     browser.get(f"{live.url}/dashboard#kpi")  # a reload: the key is still in sessionStorage
     wait_for(browser, "KPI view after reload", lambda: visible(browser, "kpi-view"))
     assert not visible(browser, "login-view")
+    wait_for(browser, "KPI cards", lambda: len(browser.find_elements("css selector", ".kpi")) == 5)
     by_id(browser, "logout").click()
     wait_for(browser, "login form", lambda: visible(browser, "login-view"))
     assert browser.execute_script("return sessionStorage.getItem('repairqc.apiKey')") is None
+    # nothing of the last session stays in the page
+    assert browser.find_elements("css selector", ".kpi, #queue-body tr") == []
 
 
 def test_lost_connection_shows_the_chinese_network_message(browser, live):

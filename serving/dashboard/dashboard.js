@@ -225,7 +225,29 @@ function logout(message) {
   state.loggingIn = false;
   state.report = null;
   state.reportKey = null;
+  clearViews();
   showLogin(message);
+}
+
+/** Forget what the last key was shown: the next user of this tab sees nothing of it. */
+function clearViews() {
+  clearQueue();
+  $("queue-empty").hidden = true;
+  for (const id of ["kpi-cards", "kpi-trend", "kpi-community-table", "report-summary"]) {
+    $(id).replaceChildren();
+  }
+  $("kpi-meta").textContent = "";
+  $("kpi-notice").hidden = true;
+  $("report-summary-card").hidden = true;
+  $("report-frame").removeAttribute("srcdoc");
+  $("report-frame").classList.remove("loaded");
+  $("report-empty").hidden = false;
+  if (state.reportHtmlUrl) URL.revokeObjectURL(state.reportHtmlUrl);
+  state.reportHtmlUrl = null;
+  $("report-open").disabled = true;
+  $("report-download").removeAttribute("href");
+  $("report-download").setAttribute("aria-disabled", "true");
+  $("session-text").textContent = "验证中…";
 }
 
 function currentView() {
