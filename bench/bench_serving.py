@@ -91,14 +91,17 @@ def main() -> None:
         "REPAIRQC_DATABASE_URL": f"sqlite:///{tmp / 'audit.db'}",
         "REPAIRQC_LOG_LEVEL": "WARNING",
     }
-    key = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "keys", "create", "--role", "system"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    key, quality_key = (
+        subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "keys", "create", "--role", role],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for role in ("system", "quality")
+    )
     server = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port),
          "--model-dir", str(model_dir)],
@@ -112,7 +115,16 @@ def main() -> None:
         with httpx.Client(base_url=base, headers=head, timeout=120) as c:
             r = c.post("/v1/score", json={"orders": payload(history)})
             r.raise_for_status()
-            time.sleep(1.0)  # settle (reasons switch to binned ones after the first batch)
+            # steady state: a fresh store switches from exact to binned reasons (TreeSHAP
+            # over a reference sample, seconds of CPU in the background) after its first
+            # orders; a service started on a filled store has binned reasons from the start
+            q = {"Authorization": f"Bearer {quality_key}"}
+            t_wait = time.monotonic()
+            while time.monotonic() - t_wait < 120:
+                if c.get("/v1/model", headers=q).json().get("reasons_mode") == "binned":
+                    break
+                time.sleep(0.5)
+            time.sleep(1.0)
             rows = payload(fresh(recent, "-seq"))
             lat = []
             cpu0 = cpu_seconds(server.pid)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import gc
 import logging
 import queue
 import threading
@@ -188,6 +189,9 @@ class HistoryCache:
             )
             self.current = inc
             self.built_at = time.monotonic()
+        # the new indexes live until the next rebuild: keep the cyclic GC from rescanning them
+        # at every full collection during requests (as main.py does after start-up)
+        gc.freeze()
 
     def start(self, current: Any, on_rebuild: Any = None) -> None:
         """Background merger; ``current()`` returns the served model at each rebuild.
@@ -394,6 +398,8 @@ class Coalescer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        #: Held while a batch is scored (by the scoring thread or inline by a lone request).
+        self._busy = threading.Lock()
 
     def submit(
         self, orders: pd.DataFrame, rescore: bool
@@ -413,6 +419,15 @@ class Coalescer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="scorer", daemon=True)
                 self._thread.start()
+        # nobody scoring and nobody waiting: score on this thread (two thread hand-offs less
+        # for a lone request, each a scheduler wake-up on a busy machine)
+        if self._queue.empty() and self._busy.acquire(blocking=False):
+            try:
+                self._run([job], flush=False)
+            finally:
+                self._busy.release()
+            self._queue.put(_FLUSH)  # the deferred history append, on the scoring thread
+            return job.future.result()
         self._queue.put(job)
         return job.future.result()
 
@@ -433,6 +448,10 @@ class Coalescer:
                 first = self._queue.get()
                 if first is None:
                     return
+            if first is _FLUSH:
+                with self._busy:
+                    self._flush()
+                continue
             batch = [first]
             ids = set(first.ids)
             n = first.n
@@ -444,15 +463,18 @@ class Coalescer:
                 if item is None:
                     self._stopping = True
                     break
+                if item is _FLUSH:  # scoring flushes pending appends first anyway
+                    continue
                 if item.rescore != first.rescore or ids & item.ids:
                     backlog.append(item)
                     continue
                 batch.append(item)
                 ids |= item.ids
                 n += item.n
-            self._run(batch)
+            with self._busy:
+                self._run(batch)
 
-    def _run(self, batch: list[_Job]) -> None:
+    def _run(self, batch: list[_Job], flush: bool = True) -> None:
         try:
             frames, jobs = [], []
             raw_jobs = [j for j in batch if j.raw is not None]
@@ -489,10 +511,18 @@ class Coalescer:
         for j in jobs:  # raw jobs first, in the order their rows were merged
             j.future.set_result((records[k : k + j.n], replayed[k : k + j.n]))
             k += j.n
+        if flush:
+            self._flush()
+
+    def _flush(self) -> None:
         try:
             self.scorer.flush()  # history for the next request, after answering this one
         except Exception:  # noqa: BLE001 - the next score() retries the append
             log.exception("deferred history append failed")
+
+
+#: Queue marker: append the deferred order to the history (after an inline scoring).
+_FLUSH = object()
 
 
 @dataclass
