@@ -61,10 +61,8 @@ class LogisticBaseline:
         missing = np.isnan(X[self.numeric_].astype(float).to_numpy()).astype(float)
         return np.hstack([num, missing, *onehot])
 
-    def fit(
-        self, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None
-    ) -> LogisticBaseline:
-        """Learn medians / scales and the coefficients (optionally weighting rows)."""
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> LogisticBaseline:
+        """Learn medians / scales and the coefficients."""
         from sklearn.linear_model import LogisticRegression
 
         self.categorical_ = {c: CATEGORICAL_LEVELS[c] for c in X.columns if c in CATEGORICAL_LEVELS}
@@ -76,7 +74,7 @@ class LogisticBaseline:
         self.means_ = t.mean(axis=0)
         self.scales_ = np.where(t.std(axis=0) > 0, t.std(axis=0), 1.0)
         self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter)
-        self.model_.fit(self._design(X), np.asarray(y, dtype=float), sample_weight=sample_weight)
+        self.model_.fit(self._design(X), np.asarray(y, dtype=float))
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:

@@ -63,14 +63,6 @@ class HeadConfig:
         stacks both log-odds on the calibration slice. Smooth monotone effects (urges, delay)
         are what the logistic part catches with less data: on the default data it added
         ~+0.004 rework and ~+0.012 dissatisfaction AUC. ``null``: booster only.
-    rate_offset
-        A feature holding the as-of recent base rate (e.g. ``global_rework_rate``): its
-        log-odds enters the Platt calibrator as an offset (coefficient 1), so the calibrated
-        intercept follows the base rate after the calibration slice (prior-shift correction)
-        instead of freezing the slice's rate. ``null``: a fixed intercept.
-    recency_half_life_days
-        Fit rows are weighted ``0.5 ** (age / half-life)``, the age counted back from the end
-        of the fit slice: recent orders describe the present process better. ``null``: equal.
     refit
         After early stopping and calibration, refit the booster on fit + calibration rows with
         the chosen number of trees scaled to the larger sample (the calibrator is kept): the
@@ -96,10 +88,7 @@ class HeadConfig:
     early_stopping_rounds: int = 60
     calibration: str = "platt"
     linear_C: float | None = 0.1
-    rate_offset: str | None = None
-    recency_half_life_days: float | None = None
     refit: bool = False
-    offset_booster: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,43 +206,6 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _platt(
-    Z: np.ndarray, y: np.ndarray, offset: np.ndarray, iterations: int = 100
-) -> tuple[np.ndarray, float]:
-    """Logistic regression of ``y`` on ``Z`` with a fixed ``offset`` (coefficient 1): (w, b).
-
-    Newton-Raphson with step halving on the log-likelihood (a negligible ridge of 1e-6 on the
-    slopes, as ``C=1e6`` before): scikit-learn's ``LogisticRegression`` has no offset term, and
-    2-3 parameters converge in a handful of steps.
-    """
-    A = np.column_stack([Z, np.ones(len(Z))])
-    ridge = np.full(A.shape[1], 1e-6)
-    ridge[-1] = 0.0
-
-    def loss(beta: np.ndarray) -> float:
-        eta = A @ beta + offset
-        return float(np.sum(np.logaddexp(0.0, eta) - y * eta) + 0.5 * np.sum(ridge * beta**2))
-
-    beta = np.zeros(A.shape[1])
-    beta[-1] = float(_logit(np.array([y.mean()]))[0] - offset.mean())
-    current = loss(beta)
-    for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(A @ beta + offset)))
-        grad = A.T @ (y - p) - ridge * beta
-        hess = (A * (p * (1 - p))[:, None]).T @ A + np.diag(ridge + 1e-12)
-        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
-        t = 1.0
-        while t > 1e-4 and loss(beta + t * step) > current:
-            t /= 2
-        beta = beta + t * step
-        new = loss(beta)
-        if current - new < 1e-10 * max(1.0, abs(current)):
-            current = new
-            break
-        current = new
-    return beta[:-1].astype(float), float(beta[-1])
-
-
 class RiskHead:
     """A LightGBM binary classifier with a calibrator fitted on a later slice.
 
@@ -282,11 +234,10 @@ class RiskHead:
         y: np.ndarray,
         X_cal: pd.DataFrame,
         y_cal: np.ndarray,
-        age_days: np.ndarray | None = None,
     ) -> RiskHead:
         """Fit the booster on ``X`` (early stopping on ``X_cal``), then the calibrator.
 
-        ``age_days``: age of each fit row at the end of the fit slice (recency weights).
+        With ``refit``, the booster is then trained again on ``X`` and ``X_cal`` together.
         """
         import lightgbm as lgb
 
@@ -299,28 +250,10 @@ class RiskHead:
                     "more history is needed, or a larger slice (labels of a slice are censored "
                     "at the start of the next one)"
                 )
-        w = None
-        hl = self.config.recency_half_life_days
-        if hl is not None and age_days is not None:
-            w = np.power(0.5, np.clip(np.asarray(age_days, dtype=float), 0, None) / hl)
         self.feature_names_ = list(X.columns)
-        self.offset_ = self.config.rate_offset
-        off_fit = off_cal = None
-        if self.offset_ is not None:
-            if self.offset_ not in self.feature_names_:
-                raise ValueError(f"rate_offset {self.offset_!r} is not a feature")
-            rate = X[self.offset_].to_numpy(dtype=float)
-            self.offset_fill_ = float(np.nanmean(rate)) if (~np.isnan(rate)).any() else y.mean()
-            if self.config.offset_booster:
-                off_fit, off_cal = self._offset(X), self._offset(X_cal)
-        self.booster_offset_ = off_fit is not None
         cats = [c for c in X.columns if c in CATEGORICAL_LEVELS]
-        dtrain = lgb.Dataset(
-            X, y, weight=w, init_score=off_fit, categorical_feature=cats, free_raw_data=False
-        )
-        dval = lgb.Dataset(
-            X_cal, y_cal, init_score=off_cal, reference=dtrain, categorical_feature=cats
-        )
+        dtrain = lgb.Dataset(X, y, categorical_feature=cats, free_raw_data=False)
+        dval = lgb.Dataset(X_cal, y_cal, reference=dtrain, categorical_feature=cats)
         self.booster_ = lgb.train(
             self._params(),
             dtrain,
@@ -332,33 +265,18 @@ class RiskHead:
         if self.config.linear_C is not None:
             from models.baselines import LogisticBaseline
 
-            self.linear_ = LogisticBaseline(C=self.config.linear_C).fit(X, y, sample_weight=w)
-        self._fit_calibrator(self._stack_inputs(X_cal), y_cal, self._offset(X_cal))
+            self.linear_ = LogisticBaseline(C=self.config.linear_C).fit(X, y)
+        self._fit_calibrator(self._stack_inputs(X_cal), y_cal)
         if self.config.refit:
             rounds = max(1, round(self.booster_.best_iteration * (len(X) + len(X_cal)) / len(X)))
-            wall = None if w is None else np.concatenate([w, np.ones(len(X_cal))])
             dall = lgb.Dataset(
                 pd.concat([X, X_cal]),
                 np.concatenate([y, y_cal]),
-                weight=wall,
-                init_score=None if off_fit is None else np.concatenate([off_fit, off_cal]),
                 categorical_feature=cats,
             )
             self.booster_ = lgb.train(self._params(), dall, num_boost_round=rounds)
             self.booster_.best_iteration = rounds
         return self
-
-    def _offset(self, X: pd.DataFrame) -> np.ndarray:
-        """Log-odds of the base-rate feature per row (0 without ``rate_offset``)."""
-        name = getattr(self, "offset_", None)  # models pickled before the offset existed
-        if name is None:
-            return np.zeros(len(X))
-        return self._offset_values(X[name].to_numpy(dtype=float))
-
-    def _offset_values(self, rate: np.ndarray) -> np.ndarray:
-        # a missing rate (no history at all) falls back to the calibration slice's mean
-        rate = np.where(np.isnan(rate), self.offset_fill_, rate)
-        return _logit(rate)
 
     def _stack_inputs(self, X: pd.DataFrame) -> np.ndarray:
         """Log-odds of the booster (and of the logistic component) per row."""
@@ -367,18 +285,19 @@ class RiskHead:
             cols.append(_logit(self.linear_.predict_proba(X[self.feature_names_])))
         return np.column_stack(cols)
 
-    def _fit_calibrator(self, Z: np.ndarray, y: np.ndarray, offset: np.ndarray) -> None:
+    def _fit_calibrator(self, Z: np.ndarray, y: np.ndarray) -> None:
         if self.config.calibration == "isotonic":
-            if Z.shape[1] != 1 or getattr(self, "offset_", None) is not None:
-                raise ValueError(
-                    "isotonic calibration needs linear_C: null and rate_offset: null (booster only)"
-                )
+            if Z.shape[1] != 1:
+                raise ValueError("isotonic calibration needs linear_C: null (booster only)")
             from sklearn.isotonic import IsotonicRegression
 
             iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1)
             self.calibrator_ = iso.fit(Z[:, 0], y)
         elif self.config.calibration == "platt":
-            self.calibrator_ = _platt(Z, y, offset)
+            from sklearn.linear_model import LogisticRegression
+
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(Z, y)
+            self.calibrator_ = (lr.coef_[0].astype(float), float(lr.intercept_[0]))
         else:
             raise ValueError(f"unknown calibration {self.config.calibration!r}")
 
@@ -393,7 +312,7 @@ class RiskHead:
         Z = self._stack_inputs(X)
         if isinstance(self.calibrator_, tuple):
             w, b = self.calibrator_
-            return 1.0 / (1.0 + np.exp(-(Z @ w + b + self._offset(X))))
+            return 1.0 / (1.0 + np.exp(-(Z @ w + b)))
         return self.calibrator_.predict(Z[:, 0])
 
     def predict_proba_matrix(self, M: np.ndarray) -> np.ndarray:
@@ -413,11 +332,7 @@ class RiskHead:
         Z = np.column_stack(cols)
         if isinstance(self.calibrator_, tuple):
             w, b = self.calibrator_
-            name = getattr(self, "offset_", None)
-            off = (
-                0.0 if name is None else self._offset_values(M[:, self.feature_names_.index(name)])
-            )
-            return 1.0 / (1.0 + np.exp(-(Z @ w + b + off)))
+            return 1.0 / (1.0 + np.exp(-(Z @ w + b)))
         return self.calibrator_.predict(Z[:, 0])
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -525,8 +440,7 @@ def fit_risk_model(
         fit = frame[(frame["split"] == "fit") & frame[head].notna()]
         cal = frame[(frame["split"] == "calib") & frame[head].notna()]
         h = RiskHead(hc, seed=config.seed, num_threads=config.num_threads)
-        age = (fit["completed_at"].max() - fit["completed_at"]) / pd.Timedelta(days=1)
-        h.fit(fit[feats], fit[head].to_numpy(), cal[feats], cal[head].to_numpy(), age.to_numpy())
+        h.fit(fit[feats], fit[head].to_numpy(), cal[feats], cal[head].to_numpy())
         heads[head] = h
         info[f"{head}_best_iteration"] = int(h.booster_.best_iteration)
         info[f"{head}_fit_rows"] = len(fit)

@@ -95,7 +95,11 @@ def train_files(
             **{
                 f"train.{h}.{k}": v
                 for h, hc in tcfg.heads.items()
-                for k, v in {**hc.lgbm, "calibration": hc.calibration}.items()
+                for k, v in {
+                    **hc.lgbm,
+                    "calibration": hc.calibration,
+                    "refit": hc.refit,
+                }.items()
             },
             "until": str(until),
             "sentiment_model": str(sentiment_model),

@@ -257,3 +257,18 @@ def test_text_scorer_travels_with_the_model(data, trained):
     b = again.score_orders(again.history(orders, techs, units), done)
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(f2["desc_sentiment"], frame["desc_sentiment"])
+
+
+def test_refit_trains_the_trees_on_the_calibration_rows_too(trained):
+    frame, _, model = trained
+    cfg = TrainConfig.from_dict(
+        {"num_threads": 1, "heads": {h: {"num_boost_round": 80, "refit": True} for h in HEADS}}
+    )
+    refit = fit_risk_model(frame, FeatureConfig(), cfg)
+    test = frame[frame["split"] == "test"]
+    for head in HEADS:
+        n_fit, n_cal = (refit.info[f"{head}_{s}_rows"] for s in ("fit", "calib"))
+        first = model.heads[head].booster_.best_iteration  # same data and seed, no refit
+        assert refit.heads[head].booster_.num_trees() == round(first * (n_fit + n_cal) / n_fit)
+        y, p = test[head], refit.heads[head].predict_proba(test[refit.feature_names])
+        assert M.auc(y, p) > 0.6 and abs(np.nanmean(p[y.notna()]) - y.mean()) < 0.05
