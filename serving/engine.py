@@ -400,6 +400,7 @@ class Coalescer:
         self._stopping = False
         #: Held while a batch is scored (by the scoring thread or inline by a lone request).
         self._busy = threading.Lock()
+        self._inflight = 0
 
     def submit(
         self, orders: pd.DataFrame, rescore: bool
@@ -419,17 +420,25 @@ class Coalescer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="scorer", daemon=True)
                 self._thread.start()
-        # nobody scoring and nobody waiting: score on this thread (two thread hand-offs less
-        # for a lone request, each a scheduler wake-up on a busy machine)
-        if self._queue.empty() and self._busy.acquire(blocking=False):
-            try:
-                self._run([job], flush=False)
-            finally:
-                self._busy.release()
-            self._queue.put(_FLUSH)  # the deferred history append, on the scoring thread
+        with self._lock:
+            self._inflight += 1
+            alone = self._inflight == 1
+        try:
+            # the only request in flight and nobody scoring: score on this thread (two thread
+            # hand-offs less, each a scheduler wake-up on a busy machine); with company, queue
+            # so that concurrent requests share one scoring
+            if alone and self._queue.empty() and self._busy.acquire(blocking=False):
+                try:
+                    self._run([job], flush=False)
+                finally:
+                    self._busy.release()
+                self._queue.put(_FLUSH)  # the deferred history append, on the scoring thread
+                return job.future.result()
+            self._queue.put(job)
             return job.future.result()
-        self._queue.put(job)
-        return job.future.result()
+        finally:
+            with self._lock:
+                self._inflight -= 1
 
     def stop(self) -> None:
         """Finish what is queued, then stop the scoring thread."""

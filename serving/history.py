@@ -55,6 +55,8 @@ from models.schemas import ORDERS
 
 #: Weight column of the delta indexes (a count is the sum of weights).
 _W = "__weight"
+#: Queries x recent rows up to which the recent delta level is scanned instead of sorted.
+_SCAN_CELLS = 64 * 256
 #: The first-report indexes and which per-order array holds their key.
 _FIRSTS: dict[str, str] = {"unit_first": "kind", **{f"{g}_first": g for g in GROUPS}}
 
@@ -107,6 +109,8 @@ class _Level:
     def __init__(self, rows: _Rows3):
         self.rows = rows
         self._index: EventIndex | None = None
+        # whole seconds, clipped at 0: the time part of EventIndex's sort key
+        self.seconds = np.where(rows[1] > 0, rows[1], 0.0).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.rows[0])
@@ -199,7 +203,9 @@ class LayeredIndex:
             lo_key = base + np.where(t0 > 0, t0, 0.0).astype(np.int64)
         count = None
         sums: dict[str, np.ndarray] = {}
-        for index, weighted in self._layers():
+        recent = self.delta.levels[1]
+        scan = 0 < len(recent) and len(keys) * len(recent) <= _SCAN_CELLS
+        for index, weighted in self._layers(recent=not scan):
             hi = np.searchsorted(index.comp, hi_key, side="left")
             lo = np.minimum(np.searchsorted(index.comp, lo_key, side="left"), hi)
             if weighted:
@@ -212,6 +218,16 @@ class LayeredIndex:
                     d = c[hi] - c[lo]
                     sums[name] = sums[name] + d if name in sums else d
         assert count is not None
+        if scan:  # the small recent level of a small batch: one masked product, no sort
+            keys_r, _, values_r = recent.rows
+            sec = recent.seconds[None, :]
+            hit = (
+                (keys_r[None, :] == np.where(bad, 0, keys)[:, None])
+                & (sec >= (lo_key - base)[:, None])
+                & (sec < (hi_key - base)[:, None])
+            ).astype(float)
+            count = count + hit @ values_r[_W]
+            sums = {k: v + hit @ values_r[k] for k, v in sums.items()}
         if bad.any():
             count = np.where(bad, 0.0, count)
             sums = {k: np.where(bad, 0.0, v) for k, v in sums.items()}
@@ -225,7 +241,7 @@ class LayeredIndex:
         A single API order runs ~60 queries, and the array form's dozen numpy calls per layer
         cost ~1 us each on one element.
         """
-        layers = self._layers()
+        layers = self._layers(recent=False)
         names = [n for n in layers[0][0].cum]
         if key < 0 or t != t:
             return np.zeros(1), {n: np.zeros(1) for n in names}
@@ -239,24 +255,30 @@ class LayeredIndex:
             lo_key = base + (int(t0) if t0 > 0 else 0)
         count = 0.0
         sums = dict.fromkeys(names, 0.0)
+        recent = self.delta.levels[1]
+        if len(recent):  # the small recent level: a scan, instead of sorting it after each add
+            keys_r, _, values_r = recent.rows
+            sec = recent.seconds
+            hit = (keys_r == key) & (sec >= lo_key - base) & (sec < hi_key - base)
+            if hit.any():
+                count = float(values_r[_W][hit].sum())
+                for n in names:
+                    sums[n] = float(values_r[n][hit].sum())
         for index, weighted in layers:
             comp = index.comp
             hi = int(comp.searchsorted(hi_key))
             lo = min(int(comp.searchsorted(lo_key)), hi)
             cum = index.cum
-            if weighted:
-                c = cum[_W]
-                count = count + (c[hi] - c[lo])
-            else:
-                count = float(hi - lo)
+            c = cum[_W] if weighted else None
+            count = count + (c[hi] - c[lo] if c is not None else float(hi - lo))
             for n in names:
                 c = cum[n]
-                sums[n] = sums[n] + (c[hi] - c[lo]) if weighted else c[hi] - c[lo]
+                sums[n] = sums[n] + (c[hi] - c[lo])
         return np.array([count]), {n: np.array([v], dtype=float) for n, v in sums.items()}
 
-    def _layers(self) -> list[tuple[EventIndex, bool]]:
+    def _layers(self, recent: bool = True) -> list[tuple[EventIndex, bool]]:
         out = [(self.main, False)]
-        for level in self.delta.levels:
+        for level in self.delta.levels if recent else self.delta.levels[:1]:
             if level.index is not None:
                 out.append((level.index, True))
         return out
