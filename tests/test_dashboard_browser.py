@@ -631,6 +631,18 @@ def test_report_view_embeds_the_html_report(browser, live, report_routes):
         browser.switch_to.default_content()
     shot(browser, "07-report")
 
+    # 在新标签页打开: the same page in a tab of its own
+    main = browser.current_window_handle
+    by_id(browser, "report-open").click()
+    tab = wait_for(browser, "a new tab", lambda: set(browser.window_handles) - {main})
+    browser.switch_to.window(tab.pop())
+    try:
+        wait_for(browser, "the report in its tab", lambda: "改进报告" in browser.title)
+        assert "五项指标" in browser.find_element("tag name", "body").text
+    finally:
+        browser.close()
+        browser.switch_to.window(main)
+
 
 def test_session_survives_a_reload_and_logout_forgets_the_key(browser, live):
     login(browser, live, "quality")
