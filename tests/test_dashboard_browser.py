@@ -227,6 +227,8 @@ def browser(tmp_path_factory, live) -> Iterator[Any]:
         executable_path=CHROMEDRIVER, log_output=str(SHOTS.parent / "chromedriver.log")
     )
     SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob("FAILED-*.png"):  # from an earlier run: would mislead
+        old.unlink()
     driver = webdriver.Chrome(options=opts, service=service)
     driver.set_page_load_timeout(WAIT)
     try:
