@@ -147,6 +147,7 @@ class HistoryCache:
             if not np.isfinite(cur.main.start):  # a first batch into an empty store: the
                 # history's start (exposure features) comes from it, so index it fully now
                 self.current = cur = cur.rebuilt()
+                gc.freeze()  # long-lived indexes: out of the cyclic GC's full collections
             if cur.needs_rebuild or cur.appended >= self.merge_orders:
                 self._dirty.set()
 
