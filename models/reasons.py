@@ -27,12 +27,14 @@ import pandas as pd
 
 from models.estimators import HEADS, RiskModel
 from models.features import CATEGORICAL_LEVELS
-from models.schemas import CATEGORY_ZH, PRIORITY_ZH
+from models.schemas import AREA_ZH, CATEGORY_ZH, CHANNEL_ZH, PRIORITY_ZH
 
 #: Features some wordings read besides their own (the arrival SLA overrun).
 _CONTEXT = ("arrival_sla_ratio", "arrival_hours")
 #: Quantile bins per numeric feature in the reference tables.
 N_BINS = 16
+#: Candidates looked at beyond ``k`` so that features sharing a reason code count once.
+_SPARE = 3
 
 
 def _overdue(f: Mapping[str, Any]) -> str:
@@ -46,83 +48,378 @@ def _fmt(template: str) -> Callable[[Mapping[str, Any], Any], str]:
     return lambda _f, v: template.format(v=v)
 
 
-#: feature -> (reason code, wording from (feature row, value)). One declaration; features
-#: without an entry are reported as ``feature=value`` with the feature name as code.
-REASON_TEXTS: dict[str, tuple[str, Callable[[Mapping[str, Any], Any], str]]] = {
-    "unit_cat_orders_30d": ("unit_repeat_30d", _fmt("同户30天内同类报修{v:.0f}次")),
-    "unit_cat_orders_90d": ("unit_repeat_90d", _fmt("同户90天内同类报修{v:.0f}次")),
-    "unit_cat_orders_365d": ("unit_repeat_365d", _fmt("同户一年内同类报修{v:.0f}次")),
-    "unit_cat_orders_all": ("unit_repeat_all", _fmt("同户同类累计报修{v:.0f}次")),
-    "unit_cat_orders_per_year": ("unit_repeat_rate", _fmt("同户同类年均报修{v:.1f}次")),
-    "unit_orders_365d": ("unit_orders_365d", _fmt("该户一年内报修{v:.0f}次")),
-    "unit_orders_all": ("unit_orders_all", _fmt("该户累计报修{v:.0f}次")),
-    "unit_orders_per_year": ("unit_orders_rate", _fmt("该户年均报修{v:.1f}次")),
-    "unit_reworks_365d": ("unit_reworks_365d", _fmt("该户一年内返修{v:.0f}次")),
-    "unit_reworks_all": ("unit_reworks_all", _fmt("该户累计返修{v:.0f}次")),
-    "unit_cat_reworks_365d": ("unit_cat_reworks", _fmt("该户同类一年内返修{v:.0f}次")),
-    "unit_rework_rate": ("unit_rework_rate", _fmt("该户返修率{v:.0%}")),
-    "days_since_unit_cat_done": ("recent_same_repair", _fmt("距上次同类完工{v:.0f}天")),
-    "days_since_unit_cat_report": ("recent_same_report", _fmt("距上次同类报修{v:.0f}天")),
-    "arrival_overdue": ("arrival_overdue", lambda f, v: _overdue(f)),
-    "arrival_sla_ratio": ("arrival_overdue", lambda f, v: _overdue(f)),
-    "arrival_hours": ("arrival_slow", _fmt("上门用时{v:.1f}小时")),
-    "arrival_vs_category": ("arrival_vs_category", _fmt("上门用时为同类均值的{v:.1f}倍")),
-    "repair_hours": ("repair_duration", _fmt("维修用时{v:.1f}小时")),
-    "repair_vs_category": ("repair_vs_category", _fmt("维修用时为同类均值的{v:.1f}倍")),
-    "total_hours": ("total_duration", _fmt("报修到完工{v:.1f}小时")),
-    "dispatch_hours": ("dispatch_delay", _fmt("派工用时{v:.1f}小时")),
-    "urge_count": ("urged", _fmt("催单{v:.0f}次")),
-    "tech_rework_rate": ("tech_rework_rate", _fmt("维修人员历史返修率{v:.0%}")),
-    "tech_cat_rework_rate": ("tech_cat_rework_rate", _fmt("维修人员该类别返修率{v:.0%}")),
-    "tech_dissat_rate": ("tech_dissat_rate", _fmt("维修人员不满意率{v:.0%}")),
-    "tech_recent_reworks": ("tech_recent_reworks", _fmt("维修人员近期返修{v:.0f}次")),
+def _pct(v: Any) -> str:
+    return f"{min(max(float(v), 0.0), 1.0):.0%}"
+
+
+def _times(v: Any) -> str:
+    return f"{float(v):.1f}倍"
+
+
+_WEEKDAYS = "一二三四五六日"
+
+#: feature -> (reason code, Chinese name, wording from (feature row, value)). One declaration for
+#: every model feature (a test checks none is missing): the API's reasons, the batch-scoring file
+#: and the report's drivers all read it. The name is used when the value is missing.
+REASONS: dict[str, tuple[str, str, Callable[[Mapping[str, Any], Any], str]]] = {
+    # order facts
+    "category": ("category", "报修类别", lambda f, v: f"报修类别：{CATEGORY_ZH.get(str(v), v)}"),
+    "priority": ("priority", "紧急程度", lambda f, v: f"紧急程度：{PRIORITY_ZH.get(str(v), v)}"),
+    "channel": ("channel", "报修渠道", lambda f, v: f"报修渠道：{CHANNEL_ZH.get(str(v), v)}"),
+    "area_type": ("area_type", "户内/公区", lambda f, v: f"区域：{AREA_ZH.get(str(v), v)}"),
+    "report_hour": ("report_hour", "报修时段", _fmt("{v:.0f}点报修")),
+    "report_weekday": (
+        "report_weekday",
+        "报修星期",
+        lambda f, v: f"星期{_WEEKDAYS[int(v) % 7]}报修",
+    ),
+    "report_month": ("report_season", "报修月份（季节）", _fmt("{v:.0f}月报修")),
+    "complete_hour": ("complete_hour", "完工时段", _fmt("{v:.0f}点完工")),
+    "report_night": ("night_report", "夜间报修", lambda f, v: "夜间报修" if v else "日间报修"),
+    "report_holiday": (
+        "holiday_report",
+        "节假日报修",
+        lambda f, v: "节假日报修" if v else "工作日报修",
+    ),
+    "report_offday": (
+        "offday_report",
+        "休息日报修",
+        lambda f, v: "休息日报修" if v else "工作日报修",
+    ),
+    "paid": ("paid_service", "有偿维修", lambda f, v: "有偿维修" if v else "无偿维修"),
+    "cost_yuan": ("cost", "维修费用", _fmt("维修收费{v:.0f}元")),
+    "parts_replaced": ("parts_replaced", "更换配件", lambda f, v: "更换配件" if v else "未换配件"),
+    "urge_count": ("urged", "催单次数", _fmt("催单{v:.0f}次")),
+    "linked_rework": (
+        "linked_rework",
+        "关联返修单",
+        lambda f, v: "本单为返修单" if v else "非返修单",
+    ),
+    # timeliness
+    "dispatch_hours": ("dispatch_delay", "派工用时", _fmt("派工用时{v:.1f}小时")),
+    "arrival_overdue": ("arrival_overdue", "上门超时", lambda f, v: _overdue(f)),
+    "arrival_sla_ratio": ("arrival_overdue", "上门用时/时限", lambda f, v: _overdue(f)),
+    "arrival_hours": ("arrival_slow", "上门用时", _fmt("上门用时{v:.1f}小时")),
+    "arrival_vs_category": (
+        "arrival_vs_category",
+        "上门用时与同类均值之比",
+        _fmt("上门用时为同类均值的{v:.1f}倍"),
+    ),
+    "repair_hours": ("repair_duration", "维修用时", _fmt("维修用时{v:.1f}小时")),
+    "repair_vs_category": (
+        "repair_vs_category",
+        "维修用时与同类均值之比",
+        _fmt("维修用时为同类均值的{v:.1f}倍"),
+    ),
+    "total_hours": ("total_duration", "报修到完工用时", _fmt("报修到完工{v:.1f}小时")),
+    # the report's text
+    "desc_len": ("desc_length", "报事描述长度", _fmt("报事描述{v:.0f}字")),
+    "cue_repeat": (
+        "desc_repeat",
+        "描述提及反复故障",
+        lambda f, v: "报事描述提及反复故障" if v else "描述未提及反复",
+    ),
+    "cue_annoyed": (
+        "desc_annoyed",
+        "描述带不满情绪",
+        lambda f, v: "报事描述带不满情绪" if v else "描述平和",
+    ),
+    "cue_urgent": (
+        "desc_urgent",
+        "描述紧急",
+        lambda f, v: "报事描述紧急" if v else "描述不紧急",
+    ),
+    "desc_sentiment": ("desc_sentiment", "报事描述情绪", _fmt("报事描述情绪得分{v:.2f}")),
+    # the home
+    "unit_cat_orders_30d": (
+        "unit_repeat_30d",
+        "同户30天同类报修",
+        _fmt("同户30天内同类报修{v:.0f}次"),
+    ),
+    "unit_cat_orders_90d": (
+        "unit_repeat_90d",
+        "同户90天同类报修",
+        _fmt("同户90天内同类报修{v:.0f}次"),
+    ),
+    "unit_cat_orders_365d": (
+        "unit_repeat_365d",
+        "同户一年同类报修",
+        _fmt("同户一年内同类报修{v:.0f}次"),
+    ),
+    "unit_cat_orders_all": (
+        "unit_repeat_all",
+        "同户同类累计报修",
+        _fmt("同户同类累计报修{v:.0f}次"),
+    ),
+    "unit_cat_orders_per_year": (
+        "unit_repeat_rate",
+        "同户同类年均报修",
+        _fmt("同户同类年均报修{v:.1f}次"),
+    ),
+    "unit_orders_365d": ("unit_orders_365d", "该户一年内报修", _fmt("该户一年内报修{v:.0f}次")),
+    "unit_orders_all": ("unit_orders_all", "该户累计报修", _fmt("该户累计报修{v:.0f}次")),
+    "unit_orders_per_year": ("unit_orders_rate", "该户年均报修", _fmt("该户年均报修{v:.1f}次")),
+    "unit_reworks_365d": ("unit_reworks_365d", "该户一年内返修", _fmt("该户一年内返修{v:.0f}次")),
+    "unit_reworks_all": ("unit_reworks_all", "该户累计返修", _fmt("该户累计返修{v:.0f}次")),
+    "unit_cat_reworks_365d": (
+        "unit_cat_reworks",
+        "该户同类一年内返修",
+        _fmt("该户同类一年内返修{v:.0f}次"),
+    ),
+    "unit_rework_rate": ("unit_rework_rate", "该户返修率", lambda f, v: f"该户返修率{_pct(v)}"),
+    "days_since_unit_cat_done": (
+        "recent_same_repair",
+        "距上次同类完工天数",
+        _fmt("距上次同类完工{v:.0f}天"),
+    ),
+    "days_since_unit_cat_report": (
+        "recent_same_report",
+        "距上次同类报修天数",
+        _fmt("距上次同类报修{v:.0f}天"),
+    ),
+    "history_days": ("unit_history_days", "该户有记录的时长", _fmt("该户有{v:.0f}天的报修记录")),
+    "unit_proneness": (
+        "unit_fault_prone",
+        "该户故障倾向",
+        lambda f, v: f"该户报修频率为一般住户的{_times(v)}",
+    ),
+    "unit_cat_proneness": (
+        "unit_cat_fault_prone",
+        "该户该类故障倾向",
+        lambda f, v: f"该户同类报修频率为一般住户的{_times(v)}",
+    ),
+    "unit_other_cat_proneness": (
+        "unit_other_fault_prone",
+        "该户其他类别故障倾向",
+        lambda f, v: f"该户其他类别报修频率为一般住户的{_times(v)}",
+    ),
+    "unit_rework_lift": (
+        "unit_rework_lift",
+        "该户返修偏高程度",
+        lambda f, v: f"该户返修次数为预期的{_times(v)}",
+    ),
+    "building_proneness": (
+        "building_fault_prone",
+        "楼栋故障倾向",
+        lambda f, v: f"所在楼栋报修频率为一般楼栋的{_times(v)}",
+    ),
+    "unit_proneness_in_building": (
+        "unit_vs_building",
+        "该户相对楼栋的故障倾向",
+        lambda f, v: f"该户报修频率为同楼栋住户的{_times(v)}",
+    ),
+    "building_rework_lift": (
+        "building_rework_lift",
+        "楼栋返修偏高程度",
+        lambda f, v: f"所在楼栋返修为预期的{_times(v)}",
+    ),
+    "cohort_proneness": (
+        "cohort_fault_prone",
+        "同楼龄房屋故障倾向",
+        lambda f, v: f"同楼龄房屋报修频率为一般住户的{_times(v)}",
+    ),
+    "unit_proneness_in_cohort": (
+        "unit_vs_cohort",
+        "该户相对同楼龄房屋的故障倾向",
+        lambda f, v: f"该户报修频率为同楼龄住户的{_times(v)}",
+    ),
+    "cohort_rework_lift": (
+        "cohort_rework_lift",
+        "同楼龄房屋返修偏高程度",
+        lambda f, v: f"同楼龄房屋返修为预期的{_times(v)}",
+    ),
+    "expected_rework": (
+        "expected_rework",
+        "按房屋、类别与维修人员估计的返修概率",
+        lambda f, v: f"按房屋、类别与维修人员估计返修概率{_pct(v)}",
+    ),
+    "unit_prone_x_cat": (
+        "unit_prone_x_cat",
+        "该户故障倾向×类别返修率",
+        lambda f, v: f"故障倾向与类别叠加的返修概率{_pct(v)}",
+    ),
+    "background_expected": (
+        "seasonal_expected",
+        "该户当季预期报修",
+        _fmt("该户当季预计再报修{v:.2f}次"),
+    ),
+    "background_expected_cat": (
+        "seasonal_expected_cat",
+        "该户当季预期同类报修",
+        _fmt("该户当季预计同类再报修{v:.2f}次"),
+    ),
+    "building_age": ("building_age", "楼龄", _fmt("楼龄{v:.0f}年")),
+    "floor": ("floor", "楼层", _fmt("{v:.0f}层")),
+    "area_m2": ("area", "房屋面积", _fmt("房屋面积{v:.0f}平方米")),
+    # category and operation-wide context
+    "global_rework_rate": (
+        "global_rework_rate",
+        "近期整体返修率",
+        lambda f, v: f"近期整体返修率{_pct(v)}",
+    ),
+    "global_dissat_rate": (
+        "global_dissat_rate",
+        "近期整体不满意率",
+        lambda f, v: f"近期整体不满意率{_pct(v)}",
+    ),
+    "category_rework_rate": (
+        "category_rework_rate",
+        "该类别近期返修率",
+        lambda f, v: f"该类别近期返修率{_pct(v)}",
+    ),
+    "cat_rate_window": (
+        "category_season",
+        "该类别近期报修强度",
+        _fmt("该类别近一个返修窗口内每户报修{v:.3f}次"),
+    ),
+    "cat_rate_window_last_year": (
+        "category_season_last_year",
+        "该类别去年同期报修强度",
+        _fmt("该类别去年同期每户报修{v:.3f}次"),
+    ),
+    # the technician and the team
+    "tech_rework_rate": (
+        "tech_rework_rate",
+        "维修人员历史返修率",
+        lambda f, v: f"维修人员历史返修率{_pct(v)}",
+    ),
+    "tech_rework_rate_90d": (
+        "tech_rework_recent",
+        "维修人员近90天返修率",
+        lambda f, v: f"维修人员近90天返修率{_pct(v)}",
+    ),
+    "tech_cat_rework_rate": (
+        "tech_cat_rework_rate",
+        "维修人员该类别返修率",
+        lambda f, v: f"维修人员该类别返修率{_pct(v)}",
+    ),
+    "tech_cat_rework_hier": (
+        "tech_cat_rework_rate",
+        "维修人员该类别返修率（分层估计）",
+        lambda f, v: f"维修人员该类别返修率{_pct(v)}",
+    ),
+    "tech_rework_oe": (
+        "tech_rework_oe",
+        "维修人员返修实际/预期比",
+        lambda f, v: f"维修人员返修为预期的{_times(v)}",
+    ),
+    "tech_rework_oe_180d": (
+        "tech_rework_oe_recent",
+        "维修人员近180天返修实际/预期比",
+        lambda f, v: f"维修人员近180天返修为预期的{_times(v)}",
+    ),
+    "tech_rework_known": (
+        "tech_track_record",
+        "维修人员已知返修结果的工单数",
+        _fmt("维修人员有{v:.0f}单已知返修结果"),
+    ),
+    "tech_dissat_rate": (
+        "tech_dissat_rate",
+        "维修人员不满意率",
+        lambda f, v: f"维修人员不满意率{_pct(v)}",
+    ),
+    "tech_recent_reworks": (
+        "tech_recent_reworks",
+        "维修人员近期返修",
+        _fmt("维修人员近期返修{v:.0f}次"),
+    ),
     "tech_certified": (
         "tech_uncertified",
-        lambda f, v: "维修人员无该类别持证" if v == 0 else "持证",
+        "维修人员该类别持证",
+        lambda f, v: "维修人员无该类别持证" if v == 0 else "维修人员持该类别证书",
     ),
-    "tech_tenure_days": ("tech_tenure", _fmt("维修人员入职{v:.0f}天")),
-    "tech_subcontractor": ("subcontractor", lambda f, v: "外包维修人员" if v else "自有维修人员"),
-    "tech_orders_workload": ("tech_workload", _fmt("维修人员24小时内完工{v:.0f}单")),
-    "tech_orders": ("tech_experience", _fmt("维修人员累计完工{v:.0f}单")),
-    "team_load_24h": ("team_load", _fmt("班组24小时人均工单{v:.1f}")),
-    "team_orders_today": ("team_orders_today", _fmt("班组当日工单{v:.0f}")),
-    "res_dissat_rate": ("resident_dissat_rate", _fmt("报事人历史不满意率{v:.0%}")),
-    "res_complaints": ("resident_complaints", _fmt("报事人历史投诉{v:.0f}次")),
-    "res_mean_rating": ("resident_rating", _fmt("报事人历史平均评分{v:.1f}")),
-    "res_mean_urge": ("resident_urging", _fmt("报事人平均催单{v:.1f}次")),
-    "res_orders_365d": ("resident_orders", _fmt("报事人一年内报修{v:.0f}次")),
-    "res_comment_sentiment": ("resident_comments", _fmt("报事人历史评价情绪{v:.2f}")),
-    "report_night": ("night_report", lambda f, v: "夜间报修" if v else "日间报修"),
-    "report_holiday": ("holiday_report", lambda f, v: "节假日报修" if v else "工作日报修"),
-    "report_offday": ("offday_report", lambda f, v: "休息日报修" if v else "工作日报修"),
-    "cue_repeat": ("desc_repeat", lambda f, v: "报事描述提及反复故障" if v else "描述无反复"),
-    "cue_annoyed": ("desc_annoyed", lambda f, v: "报事描述带不满情绪" if v else "描述平和"),
-    "cue_urgent": ("desc_urgent", lambda f, v: "报事描述紧急" if v else "描述不紧急"),
-    "desc_sentiment": ("desc_sentiment", _fmt("报事描述情绪得分{v:.2f}")),
-    "linked_rework": ("linked_rework", lambda f, v: "关联返修单" if v else "非关联返修"),
-    "parts_replaced": ("parts_replaced", lambda f, v: "更换配件" if v else "未换配件"),
-    "comm_dissat_rate": ("community_dissat_rate", _fmt("小区不满意率{v:.0%}")),
-    "comm_rework_rate": ("community_rework_rate", _fmt("小区返修率{v:.0%}")),
-    "comm_orders_workload": ("community_load", _fmt("小区24小时报修{v:.0f}单")),
-    "building_age": ("building_age", _fmt("楼龄{v:.0f}年")),
-    "category": ("category", lambda f, v: f"报修类别：{CATEGORY_ZH.get(str(v), v)}"),
-    "priority": ("priority", lambda f, v: f"紧急程度：{PRIORITY_ZH.get(str(v), v)}"),
+    "tech_tenure_days": ("tech_tenure", "维修人员入职天数", _fmt("维修人员入职{v:.0f}天")),
+    "tech_subcontractor": (
+        "subcontractor",
+        "外包维修人员",
+        lambda f, v: "外包维修人员" if v else "自有维修人员",
+    ),
+    "tech_orders_workload": (
+        "tech_workload",
+        "维修人员24小时完工量",
+        _fmt("维修人员24小时内完工{v:.0f}单"),
+    ),
+    "tech_orders": ("tech_experience", "维修人员累计完工", _fmt("维修人员累计完工{v:.0f}单")),
+    "team_load_24h": ("team_load", "班组24小时人均工单", _fmt("班组24小时人均工单{v:.1f}")),
+    "team_orders_today": ("team_orders_today", "班组当日工单", _fmt("班组当日工单{v:.0f}")),
+    # the resident
+    "res_dissat_rate": (
+        "resident_dissat_rate",
+        "报事人历史不满意率",
+        lambda f, v: f"报事人历史不满意率{_pct(v)}",
+    ),
+    "res_dissat_known": ("resident_ratings", "报事人已知评价数", _fmt("报事人有{v:.0f}次已知评价")),
+    "res_rated_share": (
+        "resident_rated_share",
+        "报事人评价比例",
+        lambda f, v: f"报事人评价比例{_pct(v)}",
+    ),
+    "res_complaints": ("resident_complaints", "报事人历史投诉", _fmt("报事人历史投诉{v:.0f}次")),
+    "res_mean_rating": ("resident_rating", "报事人历史平均评分", _fmt("报事人历史平均评分{v:.1f}")),
+    "res_mean_urge": ("resident_urging", "报事人平均催单", _fmt("报事人平均催单{v:.1f}次")),
+    "res_orders_365d": ("resident_orders", "报事人一年内报修", _fmt("报事人一年内报修{v:.0f}次")),
+    "res_comment_sentiment": (
+        "resident_comments",
+        "报事人历史评价情绪",
+        _fmt("报事人历史评价情绪{v:.2f}"),
+    ),
+    # the community
+    "comm_dissat_rate": (
+        "community_dissat_rate",
+        "小区不满意率",
+        lambda f, v: f"小区不满意率{_pct(v)}",
+    ),
+    "comm_rework_rate": (
+        "community_rework_rate",
+        "小区返修率",
+        lambda f, v: f"小区返修率{_pct(v)}",
+    ),
+    "comm_orders_workload": (
+        "community_load",
+        "小区24小时报修量",
+        _fmt("小区24小时报修{v:.0f}单"),
+    ),
+    "comm_orders_7d": ("community_load_7d", "小区7天报修量", _fmt("小区7天报修{v:.0f}单")),
+    "comm_cat_orders_30d": (
+        "community_cat_load",
+        "小区该类30天报修量",
+        _fmt("小区该类30天报修{v:.0f}单"),
+    ),
+    "comm_cat_intensity": (
+        "community_cat_surge",
+        "小区该类报修强度",
+        lambda f, v: f"小区该类近30天报修为平常的{_times(v)}",
+    ),
 }
+
+#: feature -> (code, wording): the view most consumers need.
+REASON_TEXTS: dict[str, tuple[str, Callable[[Mapping[str, Any], Any], str]]] = {
+    k: (code, fn) for k, (code, _name, fn) in REASONS.items()
+}
+#: feature -> Chinese name (report drivers, missing values).
+FEATURE_NAMES_ZH: dict[str, str] = {k: name for k, (_c, name, _f) in REASONS.items()}
 
 
 def reason_item(feature: str, row: Mapping[str, Any], contribution: float) -> dict[str, Any]:
-    """One reason: code, Chinese text, feature, value, log-odds contribution (both heads)."""
+    """One reason: code, Chinese text, feature, value, log-odds contribution (both heads).
+
+    A missing value reads "<中文名>未知" (e.g. a technician without a certification record):
+    the reason is that the information is absent, which a quality team can act on.
+    """
     v = row.get(feature)
     value: Any = None if v is None or (isinstance(v, float) and np.isnan(v)) else v
     if isinstance(value, np.generic):
         value = value.item()
-    code, text = feature, f"{feature}={value}"
-    if feature in REASON_TEXTS:
-        code, fn = REASON_TEXTS[feature]
+    code, name, fn = REASONS.get(feature, (feature, feature, None))  # type: ignore[arg-type]
+    if value is None:
+        text = f"{name}未知"
+    elif fn is None:
+        text = f"{name}={value}"
+    else:
         try:
-            text = fn(row, value) if value is not None else f"{feature}缺失"
+            text = fn(row, value)
         except (TypeError, ValueError):
-            text = f"{feature}={value}"
+            text = f"{name}：{value}"
     return {
         "code": code,
         "text": text,
@@ -228,16 +525,25 @@ class Reasoner:
         else:
             X = features[names]
             contrib = sum(self.model.heads[h].contributions(X).to_numpy() for h in HEADS)
-        order = np.argsort(-contrib, axis=1)[:, :k]
+        # a few spare candidates: features sharing a code (the SLA ratio and the overrun say the
+        # same thing) are one reason, the first and largest of them
+        order = np.argsort(-contrib, axis=1)[:, : k + _SPARE]
         # column arrays once: per-row DataFrame access would cost ~50 us per order
         needed = {names[j] for j in np.unique(order)} | set(_CONTEXT)
         cols = {c: features[c].to_numpy() for c in needed if c in features}
         out: list[list[dict[str, Any]]] = []
         for i, top in enumerate(order):
             row = {c: v[i] for c, v in cols.items()}
-            out.append(
-                [reason_item(names[j], row, contrib[i, j]) for j in top if contrib[i, j] > 0]
-            )
+            items: list[dict[str, Any]] = []
+            seen: set[str] = set()
+            for j in top:
+                if contrib[i, j] <= 0 or len(items) == k:
+                    break
+                item = reason_item(names[j], row, contrib[i, j])
+                if item["code"] not in seen:
+                    seen.add(item["code"])
+                    items.append(item)
+            out.append(items)
         return out
 
 

@@ -50,6 +50,8 @@ CATEGORY_ZH = {
     "other": "其他",
 }
 PRIORITY_ZH = {"normal": "一般", "urgent": "紧急", "emergency": "特急"}
+CHANNEL_ZH = {"app": "App", "phone": "电话", "wechat": "微信", "walk_in": "前台", "patrol": "巡检"}
+AREA_ZH = {"indoor": "户内", "public": "公区"}
 
 
 @dataclass(frozen=True)

@@ -253,69 +253,12 @@ def dossiers_section(f: pd.DataFrame, inp: ReportInputs, cfg: DossierConfig) -> 
 # --------------------------------------------------------------------------- 3. drivers
 
 
-#: Chinese names of the features that ``models.reasons`` has no wording for (yet): the global
-#: drivers must read as business language. Features with a wording there use it.
-FEATURE_LABELS_ZH: dict[str, str] = {
-    "channel": "报修渠道",
-    "area_type": "户内/公区",
-    "report_hour": "报修时段",
-    "report_weekday": "报修星期",
-    "report_month": "报修月份（季节）",
-    "complete_hour": "完工时段",
-    "paid": "有偿维修",
-    "cost_yuan": "维修费用",
-    "desc_len": "报事描述长度",
-    "global_rework_rate": "近期整体返修率",
-    "global_dissat_rate": "近期整体不满意率",
-    "category_rework_rate": "该类别近期返修率",
-    "history_days": "该户有记录的时长",
-    "unit_proneness": "该户故障倾向",
-    "tech_rework_known": "维修人员已知返修结果的工单数",
-    "res_dissat_known": "报事人已知评价数",
-    "res_rated_share": "报事人评价比例",
-    "comm_orders_7d": "小区7天报修量",
-    "comm_cat_orders_30d": "小区该类30天报修量",
-    "comm_cat_intensity": "小区该类报修强度",
-    "floor": "楼层",
-    "area_m2": "房屋面积",
-    "unit_cat_proneness": "该户该类故障倾向",
-    "unit_other_cat_proneness": "该户其他类别故障倾向",
-    "building_proneness": "楼栋故障倾向",
-    "unit_proneness_in_building": "该户相对楼栋的故障倾向",
-    "building_rework_lift": "楼栋返修偏高程度",
-    "cohort_proneness": "同楼龄房屋故障倾向",
-    "unit_proneness_in_cohort": "该户相对同楼龄房屋的故障倾向",
-    "cohort_rework_lift": "同楼龄房屋返修偏高程度",
-    "unit_rework_lift": "该户返修偏高程度",
-    "tech_cat_rework_hier": "维修人员该类别返修率（分层估计）",
-    "tech_rework_oe": "维修人员返修实际/预期比",
-    "tech_rework_oe_180d": "维修人员近180天返修实际/预期比",
-    "tech_rework_rate_90d": "维修人员近90天返修率",
-    "expected_rework": "按房屋与类别的预期返修概率",
-    "unit_prone_x_cat": "该户故障倾向×类别返修率",
-    "cat_rate_window": "该类别近期返修率（滚动窗口）",
-    "cat_rate_window_last_year": "该类别去年同期返修率",
-    "background_expected": "背景预期返修概率",
-    "background_expected_cat": "该类别背景预期返修概率",
-}
-
-
-def _reasons_module() -> Any:
-    """The business wording of features (``models.reasons``; older trees: ``serving.reasons``)."""
-    try:
-        from models import reasons
-    except ImportError:  # pragma: no cover - before the move
-        from serving import reasons  # type: ignore[no-redef]
-    return reasons
-
-
 def drivers_section(f: pd.DataFrame, inp: ReportInputs, top: int) -> dict[str, Any]:
     """Mean |TreeSHAP| per feature and head over the period's orders, in business wording."""
     if inp.model is None or inp.features is None:
         return _drivers_from_stored(inp, f, top)
+    from models import reasons
     from models.estimators import HEADS
-
-    reasons = _reasons_module()
     X = inp.features.reindex(f["order_id"]).dropna(how="all")
     if len(X) > MAX_SHAP_ORDERS:  # a mean over a fixed-seed sample: exact TreeSHAP is slow
         X = X.sample(MAX_SHAP_ORDERS, random_state=0)
@@ -339,16 +282,12 @@ def drivers_section(f: pd.DataFrame, inp: ReportInputs, top: int) -> dict[str, A
                 val = vc.index[0] if len(vc) else None
             row = {k: (med.get(k) if k != feat else val) for k in names}
             item = reasons.reason_item(feat, row, float(v))
-            text = item["text"]
-            if feat not in reasons.REASON_TEXTS:
-                shown = f"{val:.3g}" if isinstance(val, float | np.floating) else str(val)
-                text = f"{FEATURE_LABELS_ZH.get(feat, feat)}（典型值 {shown}）"
             rows.append(
                 {
                     "feature": feat,
                     "code": item["code"],
-                    "name_zh": FEATURE_LABELS_ZH.get(feat),
-                    "text": text,
+                    "name_zh": reasons.FEATURE_NAMES_ZH.get(feat, feat),
+                    "text": item["text"],
                     "mean_abs_contribution": _r(v),
                     "share_raising": _r(float(up.mean()), 3),
                 }

@@ -1,0 +1,78 @@
+"""Reasons read as business language for every feature the builder makes, values or not."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.features import build_features, feature_columns
+from models.reasons import FEATURE_NAMES_ZH, REASONS, reason_item
+from tests.synth_orders import make_orders
+
+#: A feature-name-like identifier (snake_case) leaking into the text a quality team reads.
+_IDENT = re.compile(r"[a-z]+_[a-z_]+")
+
+
+@pytest.fixture(scope="module")
+def features() -> pd.DataFrame:
+    orders, techs, units, _ = make_orders(n=1500, seed=3)
+    return build_features(orders, technicians=techs, units=units)
+
+
+def test_every_model_feature_has_a_wording_and_a_chinese_name(features):
+    missing = [c for c in feature_columns(features) if c not in REASONS]
+    assert not missing, f"features without a reason wording in models/reasons.py: {missing}"
+    assert all(re.search(r"[\u4e00-\u9fff]", FEATURE_NAMES_ZH[c]) for c in REASONS)
+
+
+def test_texts_are_chinese_for_observed_and_missing_values(features):
+    rows = features.head(200).to_dict("records")
+    for feature in feature_columns(features):
+        for row in rows[:50] + [dict(rows[0], **{feature: np.nan})]:
+            item = reason_item(feature, row, 0.5)
+            assert not _IDENT.search(item["text"]), (feature, item["text"])
+            assert re.search(r"[\u4e00-\u9fff]", item["text"]), (feature, item["text"])
+            assert "nan" not in item["text"].lower(), (feature, item["text"])
+
+
+def test_a_missing_value_says_the_information_is_unknown(features):
+    row = dict(features.iloc[0])
+    row["tech_certified"] = np.nan
+    item = reason_item("tech_certified", row, 0.3)
+    assert item == {
+        "code": "tech_uncertified",
+        "text": "维修人员该类别持证未知",
+        "feature": "tech_certified",
+        "value": None,
+        "contribution": 0.3,
+    }
+
+
+def test_overdue_arrival_is_worded_with_its_overrun():
+    row = {"arrival_sla_ratio": 3.0, "arrival_hours": 6.0, "arrival_overdue": 1}
+    assert reason_item("arrival_overdue", row, 1.0)["text"] == "上门超时4.0小时"
+    assert reason_item("unit_cat_orders_90d", {"unit_cat_orders_90d": 2.0}, 1.0) == {
+        "code": "unit_repeat_90d",
+        "text": "同户90天内同类报修2次",
+        "feature": "unit_cat_orders_90d",
+        "value": 2.0,
+        "contribution": 1.0,
+    }
+
+
+def test_top_reasons_name_each_code_once(tmp_path, features):
+    from models.reasons import Reasoner
+    from models.registry import load_risk_model
+    from tests.serving_fixtures import train_model_dir
+
+    path, _ = train_model_dir(tmp_path / "model")
+    model = load_risk_model(path)
+    ranked = Reasoner(model, None, 0).top(features.head(300), 5)
+    assert any(ranked)
+    for items in ranked:
+        codes = [r["code"] for r in items]
+        assert len(codes) == len(set(codes)) <= 5
+        assert all(r["contribution"] > 0 for r in items)
