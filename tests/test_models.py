@@ -272,3 +272,25 @@ def test_refit_trains_the_trees_on_the_calibration_rows_too(trained):
         assert refit.heads[head].booster_.num_trees() == round(first * (n_fit + n_cal) / n_fit)
         y, p = test[head], refit.heads[head].predict_proba(test[refit.feature_names])
         assert M.auc(y, p) > 0.6 and abs(np.nanmean(p[y.notna()]) - y.mean()) < 0.05
+
+
+def test_recent_intercept_matches_the_newest_calibration_rate(trained):
+    from models.estimators import _intercept
+
+    rng = np.random.default_rng(0)
+    eta = rng.normal(-2.0, 1.0, 5000)
+    y = (rng.random(5000) < 1 / (1 + np.exp(-(eta + 0.4)))).astype(float)
+    b = _intercept(eta, y)
+    assert abs(np.mean(1 / (1 + np.exp(-(eta + b)))) - y.mean()) < 1e-9 and 0.2 < b < 0.6
+    frame, _, _ = trained
+    cfg = TrainConfig.from_dict(
+        {
+            "num_threads": 1,
+            "heads": {h: {"num_boost_round": 80, "intercept_days": 30} for h in HEADS},
+        }
+    )
+    m = fit_risk_model(frame, FeatureConfig(), cfg)
+    cal = frame[(frame["split"] == "calib") & frame["rework"].notna()]
+    newest = cal[cal["completed_at"] >= cal["completed_at"].max() - pd.Timedelta(days=30)]
+    p = m.heads["rework"].predict_proba(newest[m.feature_names])
+    assert abs(p.mean() - newest["rework"].mean()) < 1e-6
