@@ -723,12 +723,49 @@ def aspect_frame(texts: Iterable[Any], prefix: str = "aspect_") -> pd.DataFrame:
 _KEEP_TOKEN = re.compile(r"^[\u4e00-\u9fffA-Za-z]{2,}$")
 
 
+#: Segmented negators and degree words that stay attached to the next word: snownlp splits
+#: 不满意 into 不 / 满意 and its stop list drops 不, which would make 满意 a "negative theme".
+_NEG_PREFIX = frozenset(_NEGATORS + _NEGATORS_2) | {"太", "很", "再", "又"}
+_NEG_HEAD = frozenset(_NEGATORS + _NEGATORS_2)
+_WORDLIKE = re.compile(r"^[\u4e00-\u9fffA-Za-z]+$")
+
+
+def _merge_negations(words: Sequence[str]) -> list[str]:
+    """Glue a negator (and degree words after it) to the word it negates: 不/太/满意 -> 不太满意."""
+    out: list[str] = []
+    pending = ""
+    for w in words:
+        if pending and w in _NEG_PREFIX:
+            pending += w
+        elif w in _NEG_HEAD:
+            if pending:
+                out.append(pending)
+            pending = w
+        elif pending:
+            if _WORDLIKE.match(w):
+                out.append(pending + w)
+            else:  # punctuation ends the negation: 不，满意 stays two words
+                out += [pending, w]
+            pending = ""
+        else:
+            out.append(w)
+    if pending:
+        out.append(pending)
+    return out
+
+
 def _segment(texts: Sequence[str]) -> list[list[str]]:
-    """Words of each text via snownlp's segmenter, stop words removed (imported lazily)."""
+    """Words of each text via snownlp's segmenter, stop words removed (imported lazily).
+
+    Negations are merged first (:func:`_merge_negations`), so 不满意 / 没修好 are themes of their
+    own and the stop list cannot strip the 不 off them.
+    """
     from snownlp import normal, seg
 
     return [
-        [w for w in normal.filter_stop(seg.seg(t)) if _KEEP_TOKEN.match(w)] if t.strip() else []
+        [w for w in normal.filter_stop(_merge_negations(seg.seg(t))) if _KEEP_TOKEN.match(w)]
+        if t.strip()
+        else []
         for t in texts
     ]
 

@@ -404,3 +404,19 @@ def test_cli_train_missing_label_column(tmp_path: Path) -> None:
         + ["--out", str(tmp_path / "m")],
     )
     assert res.exit_code != 0 and "'rating' not found" in res.output
+
+
+def test_default_segmentation_keeps_negations_whole() -> None:
+    # snownlp splits 不满意 into 不 / 满意 and drops 不 as a stop word: 满意 must not become a
+    # "negative theme" of the report
+    texts = [
+        "师傅态度不满意，没有修好",
+        "很不满意，又漏了",
+        "不满意，漏水",
+        "很满意",
+        "满意，修得好",
+    ]
+    themes = negative_themes(texts, [0.1, 0.1, 0.2, 0.9, 0.95], top_k=10)
+    keywords = set(themes["keyword"])
+    assert "不满意" in keywords
+    assert "满意" not in keywords
