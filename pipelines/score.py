@@ -34,7 +34,12 @@ def score_files(
     reasons: int = 3,
     progress: bool = True,
 ) -> int:
-    """Write ``order_id, rework_risk, dissatisfaction_prob, top_reasons`` to ``out`` (CSV)."""
+    """Write ``order_id, rework_risk, dissatisfaction_prob, top_reasons`` to ``out`` (CSV).
+
+    ``top_reasons``: up to ``reasons`` reasons per order in the API's business language
+    (:mod:`models.reasons`), ``text (code)`` joined by ``"; "``, e.g.
+    ``同户90天内同类报修2次 (unit_repeat_90d); 上门超时3.5小时 (arrival_overdue)``.
+    """
     from models.registry import load_risk_model
 
     model = load_risk_model(model_dir)
