@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     history_refresh_seconds: float = Field(
         2.0, ge=0.0, description="At most one background history rebuild per this many seconds."
     )
+    key_cache_seconds: float = Field(
+        5.0,
+        ge=0.0,
+        le=60.0,
+        description="API-key roles are remembered this long: a key revoked by another process "
+        "(the CLI) stops working within this many seconds (at once when revoked in this one).",
+    )
     log_level: str = Field("INFO", description="Root log level.")
 
     @model_validator(mode="after")

@@ -2,28 +2,22 @@
 
 Roles: ``system`` scores and ingests, ``quality`` works the queues and records outcomes,
 ``admin`` reloads and reads the policy and may do everything. Missing or unknown key: 401;
-a known key of the wrong role: 403. Key lookups are cached for ``KEY_CACHE_SECONDS`` so a hot
-path does not query the store per request; a revoked key stops working within that time.
+a known key of the wrong role: 403. Key lookups are cached by the store
+(``Store.cached_role_of``) so the hot path does not query the database per request: a key
+revoked or created in this process takes effect at once, one revoked by another process (the
+CLI) within ``REPAIRQC_KEY_CACHE_SECONDS``.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.state import ServiceState
-from serving.store.db import hash_key
-
-#: Seconds a key's role is cached in memory (bounds how long a revoked key keeps working).
-KEY_CACHE_SECONDS = 30.0
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
-_cache: dict[str, tuple[str | None, float]] = {}
-_cache_lock = threading.Lock()
 
 
 def get_state(request: Request) -> ServiceState:
@@ -35,16 +29,7 @@ def get_state(request: Request) -> ServiceState:
 
 
 def _role(state: ServiceState, key: str) -> str | None:
-    h = hash_key(key)
-    now = time.monotonic()
-    with _cache_lock:
-        hit = _cache.get(h)
-    if hit is not None and now - hit[1] < KEY_CACHE_SECONDS:
-        return hit[0]
-    role = state.store.role_of(key)
-    with _cache_lock:
-        _cache[h] = (role, now)
-    return role
+    return state.store.cached_role_of(key)
 
 
 def require(*roles: str) -> Callable[..., str]:

@@ -604,31 +604,36 @@ class Scorer:
         hashes = [content_hash(r) for r in rows]
         ids = [r["order_id"] for r in rows]
         version = served.identity.tag if rescore else None
-        found = self.store.find_decisions(zip(ids, hashes, strict=True), version)
-        todo = np.array([i not in found for i in ids], dtype=bool)
-        with self.cache.lock:  # store, append to the history and compute features as one step
-            self.flush()
-            changed = self.store.upsert_orders(rows, hashes)
-            if changed:
-                known = self.cache.known(ids)
-                fresh = cols if not known.any() else Columns(orders[~known])
-                corrected = orders[known] if changed > len(fresh) else None
-                if defer_append and len(fresh) == 1 and corrected is None:
-                    self._deferred = fresh
-                else:
-                    self.cache.add(fresh, corrected=corrected)
+        # one transaction for the request: its orders, their rework links and its decisions
+        # are committed together (one commit instead of three; a decision is never recorded
+        # without its order). On SQLite the first SELECT runs before the write lock is taken,
+        # and the lock is held from the order upsert to the commit.
+        with self.store.transaction() as conn:
+            found = self.store.find_decisions(zip(ids, hashes, strict=True), version, conn)
+            todo = np.array([i not in found for i in ids], dtype=bool)
+            with self.cache.lock:  # store, append to the history and compute features as one
+                self.flush()
+                changed = self.store.upsert_orders(rows, hashes, conn)
+                if changed:
+                    known = self.cache.known(ids)
+                    fresh = cols if not known.any() else Columns(orders[~known])
+                    corrected = orders[known] if changed > len(fresh) else None
+                    if defer_append and len(fresh) == 1 and corrected is None:
+                        self._deferred = fresh
+                    else:
+                        self.cache.add(fresh, corrected=corrected)
+                if todo.any():
+                    chosen = cols if todo.all() else Columns(orders[todo])
+                    new = self._decide(
+                        served, chosen, [h for h, t in zip(hashes, todo, strict=True) if t]
+                    )
             if todo.any():
-                chosen = cols if todo.all() else Columns(orders[todo])
-                new = self._decide(
-                    served, chosen, [h for h, t in zip(hashes, todo, strict=True) if t]
-                )
-        if todo.any():
-            inserted = self.store.insert_decisions(new)
-            if inserted == len(new):  # all ours: no read-back round trip
-                found.update({r["order_id"]: r for r in new})
-            else:  # a concurrent request recorded some first: return the recorded ones
-                keys = [(r["order_id"], r["input_hash"]) for r in new]
-                found.update(self.store.find_decisions(keys, served.identity.tag))
+                inserted = self.store.insert_decisions(new, conn)
+                if inserted == len(new):  # all ours: no read-back round trip
+                    found.update({r["order_id"]: r for r in new})
+                else:  # a concurrent request recorded some first: return the recorded ones
+                    keys = [(r["order_id"], r["input_hash"]) for r in new]
+                    found.update(self.store.find_decisions(keys, served.identity.tag, conn))
         return [found[i] for i in ids], [not t for t in todo]
 
     def flush(self) -> None:

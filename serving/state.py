@@ -50,7 +50,7 @@ class ServiceState:
         self.policy = load_policy(settings.policy_path)
         self.engine = make_engine(settings.database_url)
         upgrade(self.engine)
-        self.store = Store(self.engine)
+        self.store = Store(self.engine, key_cache_seconds=settings.key_cache_seconds)
         self.cache = HistoryCache(
             self.store, settings.history_refresh_seconds, settings.history_merge_orders
         )

@@ -103,6 +103,18 @@ def test_401_without_or_with_unknown_key(service, method, path, body):
     assert r.json()["detail"] == "missing or unknown API key"
 
 
+def test_a_revoked_key_stops_working_at_once(service):
+    """Key roles are cached per request path, but a revoke in this process clears the cache."""
+    client, *_ = service
+    store = Store(make_engine(str(client.app.state.service.engine.url)))
+    key_id, key = store.create_key("admin", note="revoke me")
+    assert client.get("/v1/admin/policy", headers=auth(key)).status_code == 200
+    assert client.get("/v1/admin/policy", headers=auth(key)).status_code == 200  # cached
+    assert store.revoke_key(key_id)
+    r = client.get("/v1/admin/policy", headers=auth(key))
+    assert r.status_code == 401 and r.json()["detail"] == "missing or unknown API key"
+
+
 @pytest.mark.parametrize(
     ("role", "method", "path", "body"),
     [

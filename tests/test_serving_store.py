@@ -58,3 +58,88 @@ def test_pii_is_masked_in_free_text_and_logs():
     rec = logging.makeLogRecord({"msg": "call %s", "args": ("13812345678",), "note": "王女士"})
     out = json.loads(JsonFormatter().format(rec))
     assert "13812345678" not in out["msg"] and out["note"] == "[称呼]"
+
+
+def test_cached_key_roles_follow_create_and_revoke_at_once(tmp_path, monkeypatch):
+    """The request path's key cache: a revoke or create in this process takes effect at once
+    (through any store of the database); one made elsewhere within ``key_cache_seconds``."""
+    from serving.store import db
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    upgrade(engine)
+    served = Store(engine, key_cache_seconds=60)  # the service's store
+    admin = Store(make_engine(f"sqlite:///{tmp_path / 'a.db'}"))  # e.g. a route or the CLI
+    key_id, key = admin.create_key("system")
+    assert served.cached_role_of(key) == "system"
+    # the DB is no longer asked while the role is cached
+    monkeypatch.setattr(Store, "role_of", lambda self, k: "admin")
+    assert served.cached_role_of(key) == "system"
+    monkeypatch.undo()
+    assert admin.revoke_key(key_id)
+    assert served.cached_role_of(key) is None  # at once, not after the TTL
+
+    # an unknown key is remembered as unknown, until a key is created
+    unknown = "rqc_000000000000_" + "x" * 43
+    assert served.cached_role_of(unknown) is None
+    _, fresh = admin.create_key("quality")
+    assert served.cached_role_of(fresh) == "quality"
+
+    # revoked by another process (straight in the DB): refused once the TTL has passed
+    with engine.begin() as conn:
+        conn.execute(T.api_keys.update().values(revoked_at=db.utcnow()))
+    assert served.cached_role_of(fresh) == "quality"  # cached, within the bound
+    t = db.time.monotonic()
+    monkeypatch.setattr(db.time, "monotonic", lambda: t + 61)
+    assert served.cached_role_of(fresh) is None
+
+
+def test_bulk_insert_stores_what_sqlalchemy_stores(tmp_path):
+    """The SQLite bulk path (pre-converted tuples) writes byte-identical rows to
+    SQLAlchemy's own executemany: datetimes, missing values, JSON with Chinese text."""
+    import datetime as dt
+
+    from serving.store.db import _insert_ignore, insert_ignore_many
+
+    t0 = dt.datetime(2026, 3, 1, 8, 30, 5, 123456, tzinfo=dt.UTC)
+    rows = [
+        {
+            "decision_id": f"d{i}",
+            "order_id": f"o{i}",
+            "input_hash": "h",
+            "model_version": "m@1",
+            "model_versions": {"rework": "3", "dissatisfaction": "4"},
+            "policy_version": "p1",
+            "rework_risk": 0.1 * i,
+            "dissatisfaction_prob": 0.25,
+            "risk_level": "高",
+            "mandatory_inspection": bool(i % 2),
+            "inspection_reasons": [{"code": "x", "source": "rule", "text": "近30天投诉"}],
+            "third_party_sample": False,
+            "inclusion_probability": 1 / 3,
+            "draw_u": 0.5,
+            "reasons": [{"code": "c", "text": "技师认证未知", "value": None, "contribution": -0.12}]
+            if i
+            else [],
+            "community_id": "C1",
+            "completed_at": None if i == 2 else t0 + dt.timedelta(seconds=i),
+            "created_at": t0.replace(microsecond=0),
+        }
+        for i in range(4)
+    ]
+    dumps = []
+    for bulk in (True, False):
+        engine = make_engine(f"sqlite:///{tmp_path / f'{bulk}.db'}")
+        upgrade(engine)
+        key = ("order_id", "input_hash", "model_version")
+        with engine.begin() as conn:
+            if bulk:
+                assert insert_ignore_many(conn, T.decisions, key, rows) == 4
+                assert insert_ignore_many(conn, T.decisions, key, rows[:1]) == 0  # duplicate
+            else:
+                conn.execute(_insert_ignore(engine, T.decisions, *key), rows)
+        with engine.connect() as conn:
+            dumps.append(conn.exec_driver_sql("SELECT * FROM decisions ORDER BY 1").all())
+            back = Store(engine).find_decisions([("o1", "h")], None)["o1"]
+        assert back["reasons"] == rows[1]["reasons"]
+        assert back["model_versions"] == rows[1]["model_versions"]
+    assert dumps[0] == dumps[1]
