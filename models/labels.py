@@ -8,6 +8,15 @@ models that recent orders are safe.
 Besides the label, each row carries the moment the label became *known*
 (``rework_known_at``, ``dissatisfied_known_at``): the as-of feature builder uses it so that a
 past order's outcome only enters a later order's features once it could have been known.
+
+**Overrides** (申诉改判): a reviewer may decide that a definitional label is wrong — the repeat
+order was a different fault or the resident's doing (not a rework), the complaint was not about
+the repair (not dissatisfied). Such a decision is an *override* (``LABEL_OVERRIDE_COLUMNS``),
+applied by :func:`apply_label_overrides` *after* the definitional labels and flagged in
+``rework_overridden`` / ``dissatisfied_overridden``. The service's upheld appeals produce them;
+``repairqc export`` writes them to ``label_overrides.csv`` and ``repairqc label`` applies that
+file. An override is an outcome: it changes training targets and dossiers, never features —
+``models.features`` re-derives its history labels without overrides.
 """
 
 from __future__ import annotations
@@ -197,16 +206,169 @@ def dissatisfied_labels(
     return out
 
 
+#: Columns of a label-override table (``label_overrides.csv``): the order, which label
+#: (``rework`` | ``dissatisfied``), the value it takes (0 or 1), where the decision comes from
+#: (e.g. the appeal id), when it was decided (ISO time, may be empty) and why (free text).
+LABEL_OVERRIDE_COLUMNS: list[str] = ["order_id", "label", "value", "source", "decided_at", "reason"]
+#: File name of the override table next to the contract files (export, label, report).
+LABEL_OVERRIDES_FILE = "label_overrides.csv"
+#: Labels an override may set.
+OVERRIDABLE_LABELS: tuple[str, ...] = ("rework", "dissatisfied")
+
+
+def _shown(value: object) -> str:
+    """A cell as an error message shows it: numbers bare, text quoted."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
+def empty_label_overrides() -> pd.DataFrame:
+    """An override table without rows (the columns of :data:`LABEL_OVERRIDE_COLUMNS`)."""
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in LABEL_OVERRIDE_COLUMNS})
+
+
+def validate_label_overrides(overrides: pd.DataFrame) -> pd.DataFrame:
+    """Check and normalise an override table; raise ``ValueError`` naming the field and row.
+
+    Required columns: ``order_id``, ``label``, ``value``; ``source``, ``decided_at`` and
+    ``reason`` are optional. Rows are returned in decision order (``decided_at``, then file
+    order), so the *last* override of an (order, label) is the one that holds.
+    """
+    missing = [c for c in ("order_id", "label", "value") if c not in overrides]
+    if missing:
+        raise ValueError(f"label overrides: missing column(s) {missing}")
+    out = overrides.copy()
+    for c in LABEL_OVERRIDE_COLUMNS:
+        if c not in out:
+            out[c] = None
+    out = out[LABEL_OVERRIDE_COLUMNS].reset_index(drop=True)
+    oid = out["order_id"].astype("string").str.strip()
+    bad = oid.isna() | (oid == "")
+    if bad.any():
+        raise ValueError(f"label overrides row {int(np.flatnonzero(bad)[0]) + 1}: order_id: empty")
+    label = out["label"].astype("string").str.strip()
+    bad = ~label.isin(OVERRIDABLE_LABELS).fillna(False)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"label overrides row {i + 1}: label: {_shown(out['label'].iloc[i])} is not one of "
+            f"{', '.join(OVERRIDABLE_LABELS)}"
+        )
+    value = pd.to_numeric(out["value"], errors="coerce")
+    bad = ~value.isin([0, 1]).fillna(False)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"label overrides row {i + 1}: value: {_shown(out['value'].iloc[i])} is not 0 or 1"
+        )
+    decided = pd.to_datetime(out["decided_at"].replace("", None), errors="coerce", utc=True)
+    given = out["decided_at"].notna() & (out["decided_at"].astype("string").str.strip() != "")
+    bad = given.fillna(False) & decided.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"label overrides row {i + 1}: decided_at: "
+            f"{_shown(out['decided_at'].iloc[i])} is not a time"
+        )
+    out["order_id"] = oid.astype(object)
+    out["label"] = label.astype(object)
+    out["value"] = value.astype(float)
+    out["_decided"] = decided
+    out["_pos"] = np.arange(len(out))
+    out = out.sort_values(["_decided", "_pos"], na_position="first", kind="stable")
+    return out.drop(columns=["_decided", "_pos"]).reset_index(drop=True)
+
+
+def apply_label_overrides(
+    labelled: pd.DataFrame,
+    overrides: pd.DataFrame | None,
+    config: LabelConfig | None = None,
+    as_of: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """``labelled`` (from the definitional labels) with the overrides applied on top.
+
+    Adds ``rework_overridden`` / ``dissatisfied_overridden`` (bool) and
+    ``rework_override_source`` / ``dissatisfied_override_source`` (the override's ``source``).
+    Only completed orders carry labels, so an override of another order (or of an order not in
+    ``labelled``) is not applied; :func:`label_stats` counts those as ``overrides_unmatched``.
+
+    * ``rework`` = 0: the repeat is not this order's rework — the link is dropped
+      (``rework_order_id`` empty) and the order is a negative once its window closes (censored
+      before, like any negative), known at the window's close.
+    * ``rework`` = 1: a rework whatever the orders say, once the window closes; the repeat
+      link (if any) stays.
+    * ``dissatisfied`` = 0/1: the label is set (its known-at is the follow-up time).
+
+    The training targets (``models.estimators.labels_as_of``) read ``rework_order_id`` and
+    ``rework_known_at``, so the 0-override (what an upheld appeal produces) reaches them too.
+    """
+    config = config or LabelConfig()
+    out = labelled.copy()
+    for lab in OVERRIDABLE_LABELS:
+        out[f"{lab}_overridden"] = False
+        out[f"{lab}_override_source"] = pd.Series(None, index=out.index, dtype=object)
+    out.attrs["overrides_applied"] = 0
+    out.attrs["overrides_unmatched"] = 0
+    if overrides is None or not len(overrides):
+        return out
+    ov = validate_label_overrides(overrides)
+    ov = ov.drop_duplicates(["order_id", "label"], keep="last")
+    completed = (out["status"] == "completed") & out["completed_at"].notna()
+    pos = pd.Series(np.arange(len(out)), index=out["order_id"].astype(str).to_numpy())
+    pos = pos[~pos.index.duplicated(keep="last")]
+    idx = pos.reindex(ov["order_id"].to_numpy())
+    ok = idx.notna().to_numpy().copy()
+    ok[ok] = completed.to_numpy()[idx[ok].astype(int).to_numpy()]
+    out.attrs["overrides_unmatched"] = int((~ok).sum())
+    out.attrs["overrides_applied"] = int(ok.sum())
+    end = data_end(out) if as_of is None else as_of
+    window = pd.Timedelta(days=config.rework_window_days)
+    for lab in OVERRIDABLE_LABELS:
+        sel = ok & (ov["label"] == lab).to_numpy()
+        if not sel.any():
+            continue
+        rows = out.index[idx[sel].astype(int).to_numpy()]
+        value = ov.loc[sel, "value"].to_numpy()
+        src = ov.loc[sel, "source"].to_numpy()
+        out.loc[rows, f"{lab}_overridden"] = True
+        out.loc[rows, f"{lab}_override_source"] = src
+        if lab == "rework":
+            closes = out.loc[rows, "completed_at"] + window
+            closed = (closes <= end).to_numpy()
+            out.loc[rows, "rework"] = np.where(closed, value, np.nan)
+            neg = rows[value == 0]
+            if len(neg):
+                out.loc[neg, "rework_order_id"] = None
+                out.loc[neg, "rework_known_at"] = out.loc[neg, "completed_at"] + window
+            pos_rows = rows[(value == 1) & out.loc[rows, "rework_known_at"].isna().to_numpy()]
+            if len(pos_rows):
+                out.loc[pos_rows, "rework_known_at"] = out.loc[pos_rows, "completed_at"] + window
+        else:
+            out.loc[rows, "dissatisfied"] = value
+            known = out.loc[rows, "completed_at"] + pd.Timedelta(hours=config.followup_delay_hours)
+            out.loc[rows, "dissatisfied_known_at"] = out.loc[rows, "dissatisfied_known_at"].fillna(
+                known
+            )
+    return out
+
+
 def label_orders(
     orders: pd.DataFrame,
     config: LabelConfig | None = None,
     *,
     as_of: pd.Timestamp | None = None,
     comment_sentiment: pd.Series | None = None,
+    overrides: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Return a copy of ``orders`` with both labels and their known-at times."""
+    """Return a copy of ``orders`` with both labels and their known-at times.
+
+    ``overrides`` (:data:`LABEL_OVERRIDE_COLUMNS`, e.g. from upheld appeals) are applied after
+    the definitional labels (:func:`apply_label_overrides`); the ``*_overridden`` columns are
+    always present (False without overrides).
+    """
     config = config or LabelConfig()
-    return pd.concat(
+    labelled = pd.concat(
         [
             orders,
             rework_labels(orders, config, as_of=as_of),
@@ -214,6 +376,7 @@ def label_orders(
         ],
         axis=1,
     )
+    return apply_label_overrides(labelled, overrides, config, as_of=as_of)
 
 
 def label_stats(labelled: pd.DataFrame) -> dict[str, float | int]:
@@ -232,4 +395,11 @@ def label_stats(labelled: pd.DataFrame) -> dict[str, float | int]:
         "dissatisfied_rate": float(ds.mean()) if ds.notna().any() else float("nan"),
         "dissatisfied_from_comment": int((labelled["dissatisfied_source"] == "comment").sum()),
         "dissatisfied_from_complaint": int((labelled["dissatisfied_source"] == "complaint").sum()),
+        "rework_overridden": _count(labelled, "rework_overridden"),
+        "dissatisfied_overridden": _count(labelled, "dissatisfied_overridden"),
+        "overrides_unmatched": int(labelled.attrs.get("overrides_unmatched", 0)),
     }
+
+
+def _count(frame: pd.DataFrame, col: str) -> int:
+    return int(frame[col].fillna(False).astype(bool).sum()) if col in frame else 0

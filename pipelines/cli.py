@@ -115,19 +115,31 @@ def label_cmd(
     params: Annotated[
         Path, typer.Option("--params", help="params.yaml with a label: block.")
     ] = Path("params.yaml"),
+    overrides: Annotated[
+        Path | None,
+        typer.Option(
+            "--overrides",
+            help="label_overrides.csv (upheld appeals, from `repairqc export`): applied after "
+            "the labels when the file exists; a missing file applies none (said in the metrics).",
+        ),
+    ] = None,
 ) -> None:
     """Attach rework and dissatisfaction labels (censored orders stay unlabelled)."""
     from pipelines.label import label_file
 
     try:
-        stats = label_file(orders, out, params, sentiment_model=sentiment_model)
+        stats = label_file(
+            orders, out, params, sentiment_model=sentiment_model, overrides=overrides
+        )
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(
         f"rework: {stats['rework_labelled']} labelled ({stats['rework_rate']:.1%} positive), "
         f"{stats['rework_censored']} censored; dissatisfied: {stats['dissatisfied_labelled']} "
         f"labelled ({stats['dissatisfied_rate']:.1%}), "
-        f"{stats['dissatisfied_from_comment']} from comments"
+        f"{stats['dissatisfied_from_comment']} from comments; overridden: "
+        f"{stats['rework_overridden']} rework, {stats['dissatisfied_overridden']} dissatisfied"
+        f" ({stats['overrides_unmatched']} overrides matched no completed order)"
     )
 
 

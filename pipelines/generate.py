@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.labels import LABEL_OVERRIDES_FILE, empty_label_overrides
 from pipelines.simulator import SimulationConfig, simulate
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,9 @@ def generate(
     ----------
     out_dir
         Directory for ``orders.csv``, ``technicians.csv``, ``units.csv``,
-        ``ground_truth.parquet`` and ``generate_metrics.json`` (created if absent).
+        ``ground_truth.parquet``, ``generate_metrics.json`` and an empty
+        ``label_overrides.csv`` (header only: a simulated history has no appeals, and the
+        label stage reads the file like the one ``repairqc export`` writes) (created if absent).
     seed
         Random seed; the same seed and sizes give byte-identical files.
     units
@@ -117,6 +120,7 @@ def generate(
     for name in ("orders", "technicians", "units"):
         render_csv_frame(getattr(result, name)).to_csv(paths[name], index=False)
     result.ground_truth.to_parquet(paths["ground_truth"], index=False)
+    empty_label_overrides().to_csv(out_dir / LABEL_OVERRIDES_FILE, index=False)
     elapsed = time.perf_counter() - t0
 
     o, gt = result.orders, result.ground_truth

@@ -178,3 +178,116 @@ def test_unknown_label_param_is_an_error(tmp_path):
     )
     assert r.exit_code != 0
     assert "rework_windw_days" in r.output
+
+
+# ---- label overrides (upheld appeals) --------------------------------------------------------
+
+
+def overrides(*rows):
+    return pd.DataFrame(
+        [dict(zip(["order_id", "label", "value", "source"], r, strict=True)) for r in rows]
+    )
+
+
+def test_rework_override_drops_the_link_and_is_counted():
+    rows = [order(0, "U1", 0), order(1, "U1", 20), order(2, "U2", 0), order(3, "U9", 100)]
+    df = typed(rows)
+    plain = by_id(label_orders(df))
+    assert plain.loc["WO000000", "rework"] == 1.0 and not plain["rework_overridden"].any()
+    lab = label_orders(df, overrides=overrides(("WO000000", "rework", 0, "AP1")))
+    got = by_id(lab)
+    assert got.loc["WO000000", "rework"] == 0.0
+    assert got.loc["WO000000", "rework_overridden"]
+    assert got.loc["WO000000", "rework_override_source"] == "AP1"
+    assert pd.isna(got.loc["WO000000", "rework_order_id"])  # training reads the link
+    assert got.loc["WO000000", "rework_known_at"] == pd.Timestamp(
+        at(0, 10), tz="Asia/Shanghai"
+    ) + pd.Timedelta(days=30)
+    # everything else is the definitional label
+    cols = ["rework", "dissatisfied", "rework_order_id"]
+    pd.testing.assert_frame_equal(
+        got.drop(index="WO000000")[cols], plain.drop(index="WO000000")[cols]
+    )
+    s = label_stats(lab)
+    assert (s["rework_overridden"], s["dissatisfied_overridden"]) == (1, 0)
+    assert s["rework_rate"] < label_stats(label_orders(df))["rework_rate"]
+
+
+def test_dissatisfied_override_the_last_decision_holds_and_unmatched_are_counted():
+    df = typed([order(0, "U1", 0, complaint="true"), order(1, "U2", 5, rating="5")])
+    ov = pd.DataFrame(
+        {
+            "order_id": ["WO000000", "WO000000", "WO-GONE", "WO000001"],
+            "label": ["dissatisfied", "dissatisfied", "rework", "dissatisfied"],
+            "value": ["1", "0", "0", "1"],
+            "source": ["AP1", "AP2", "AP3", "manual"],
+            "decided_at": ["2024-02-02 10:00:00", "2024-03-01 10:00:00", "", ""],
+        }
+    )
+    lab = label_orders(df, overrides=ov)
+    got = by_id(lab)
+    assert got.loc["WO000000", "dissatisfied"] == 0.0
+    assert got.loc["WO000000", "dissatisfied_override_source"] == "AP2"
+    assert got.loc["WO000001", "dissatisfied"] == 1.0
+    s = label_stats(lab)
+    assert s["dissatisfied_overridden"] == 2 and s["overrides_unmatched"] == 1
+
+
+def test_override_of_a_censored_rework_stays_censored():
+    df = typed([order(0, "U1", 0), order(1, "U1", 3)])  # the data end inside the window
+    got = by_id(label_orders(df, overrides=overrides(("WO000000", "rework", 0, "AP1"))))
+    assert np.isnan(got.loc["WO000000", "rework"]) and got.loc["WO000000", "rework_overridden"]
+    assert pd.isna(got.loc["WO000000", "rework_order_id"])
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (("", "rework", 0, "x"), "label overrides row 1: order_id: empty"),
+        (
+            ("WO1", "returned", 0, "x"),
+            "label overrides row 1: label: 'returned' is not one of rework, dissatisfied",
+        ),
+        (("WO1", "rework", 2, "x"), "label overrides row 1: value: 2 is not 0 or 1"),
+        (("WO1", "rework", "yes", "x"), "label overrides row 1: value: 'yes' is not 0 or 1"),
+    ],
+)
+def test_override_validation_names_row_and_field(row, message):
+    df = typed([order(0, "U1", 0)])
+    with pytest.raises(ValueError) as exc:
+        label_orders(df, overrides=overrides(row))
+    assert str(exc.value) == message
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['value'\]"):
+        label_orders(df, overrides=pd.DataFrame({"order_id": ["WO1"], "label": ["rework"]}))
+
+
+def test_cli_label_applies_the_overrides_file_and_says_when_absent(tmp_path):
+    rows = [order(0, "U1", 0), order(1, "U1", 20), order(2, "U9", 100)]
+    typed(rows).to_parquet(tmp_path / "orders.parquet")
+    (tmp_path / "params.yaml").write_text("label:\n  rework_window_days: 30\n")
+    ov = tmp_path / "label_overrides.csv"
+    ov.write_text(
+        "order_id,label,value,source,decided_at,reason\n"
+        "WO000000,rework,0,AP9,2024-03-01T10:00:00+08:00,返修单是另一处故障\n",
+        encoding="utf-8",
+    )
+
+    def label(out, path):
+        args = ["label", "--orders", str(tmp_path / "orders.parquet"), "--out", str(out)]
+        args += ["--params", str(tmp_path / "params.yaml"), "--overrides", str(path)]
+        return CliRunner().invoke(app, args)
+
+    r = label(tmp_path / "lab", ov)
+    assert r.exit_code == 0, r.output
+    assert "overridden: 1 rework, 0 dissatisfied" in r.output
+    lab = by_id(pd.read_parquet(tmp_path / "lab" / "labelled.parquet"))
+    assert lab.loc["WO000000", "rework"] == 0.0 and lab.loc["WO000000", "rework_overridden"]
+    m = json.loads((tmp_path / "lab" / "label_metrics.json").read_text())
+    assert m["rework_overridden"] == 1 and m["label_overrides_rows"] == 1
+    r = label(tmp_path / "lab2", tmp_path / "none.csv")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "lab2" / "label_metrics.json").read_text())
+    assert m["label_overrides_file"].startswith("absent: ") and m["rework_overridden"] == 0
+    ov.write_text("order_id,label,value\nWO000000,rework,-1\n", encoding="utf-8")
+    r = label(tmp_path / "lab3", ov)
+    assert r.exit_code != 0 and "label overrides row 1: value: '-1' is not 0 or 1" in r.output

@@ -56,3 +56,37 @@ def test_batch_scores_ignore_scrambled_outcomes_and_the_future(data):
     again = build_features(cut, technicians=techs, units=units, score_mask=scored.loc[cut.index])
     assert len(full) > 5
     pd.testing.assert_frame_equal(full, again)
+
+
+def test_label_overrides_never_enter_features(data):
+    """An override (upheld appeal) is an outcome: it changes targets, never features.
+
+    The label stage's output (``labelled.parquet``: orders + labels + overrides) is what
+    training reads as its orders; features must equal those of the plain orders even when
+    many past labels are overridden.
+    """
+    from pathlib import Path
+
+    from models.labels import label_orders
+
+    orders, techs, units, _ = data
+    plain = label_orders(orders)
+    rework = plain.index[plain["rework"] == 1][::2]
+    unhappy = plain.index[plain["dissatisfied"] == 1][::2]
+    overrides = pd.DataFrame(
+        {
+            "order_id": [*orders.loc[rework, "order_id"], *orders.loc[unhappy, "order_id"]],
+            "label": ["rework"] * len(rework) + ["dissatisfied"] * len(unhappy),
+            "value": 0,
+            "source": "AP-test",
+        }
+    )
+    labelled = label_orders(orders, overrides=overrides)
+    assert labelled["rework_overridden"].sum() == len(rework) > 5
+    assert labelled["dissatisfied_overridden"].sum() == len(unhappy) > 5
+    scored = completed_mask(orders) & (orders["completed_at"] >= orders["completed_at"].median())
+    want = build_features(orders, technicians=techs, units=units, score_mask=scored)
+    got = build_features(labelled, technicians=techs, units=units, score_mask=scored)
+    pd.testing.assert_frame_equal(got, want)
+    source = (Path(__file__).parents[1] / "models" / "features.py").read_text(encoding="utf-8")
+    assert "overrid" not in source.lower(), "models/features.py must not read label overrides"
