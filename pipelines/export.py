@@ -16,6 +16,12 @@ Written to ``--out``:
 * ``decisions.csv`` — the latest decision of every scored order (π and draw of the whole
   population, not only of the inspected sample).
 
+* ``label_overrides.csv`` — the label overrides of upheld ``rework`` / ``dissatisfaction``
+  appeals (``models.labels.LABEL_OVERRIDE_COLUMNS``): ``order_id``, ``label`` (``rework`` |
+  ``dissatisfied``), ``value`` (0), ``source`` (the appeal id), ``decided_at`` (ISO time),
+  ``reason`` (the appeal's reason and the reviewer's note). Always written (header only when
+  there are none); ``repairqc label --overrides`` and ``repairqc report --orders`` apply it.
+
 * ``ground_truth.parquet`` — an oracle table *without* oracle columns: the DVC stages read the
   generator's oracle file, and a real operation has none.
 
@@ -31,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from models.labels import LABEL_OVERRIDES_FILE
 from models.schemas import ORDERS, TECHNICIANS, UNITS
 from serving.store.quality import FOLLOWUP_TO_ORDER
 
@@ -122,6 +129,8 @@ def _render(frame: pd.DataFrame) -> pd.DataFrame:
     """Times as local ``YYYY-MM-DD HH:MM:SS``, lists ``;``-joined, booleans true/false."""
     from pipelines.generate import render_csv_frame
 
+    if frame.empty:  # e.g. no inspection result yet: the header only (numpy cannot render none)
+        return pd.DataFrame(columns=frame.columns)
     frame = frame.copy()
     for c in frame.columns:
         if frame[c].dtype != object:
@@ -166,6 +175,7 @@ def export_store(out_dir: Path, store: Any) -> dict[str, Any]:
         "orders.csv": orders[ORDERS.names],
         "inspections.csv": inspections_export(store.inspections_frame(), decisions),
         "decisions.csv": decisions[DECISION_EXPORT_COLUMNS],
+        LABEL_OVERRIDES_FILE: store.label_overrides_frame(),
     }
     for name, contract in (("technicians", TECHNICIANS), ("units", UNITS)):
         side = store.side_frame(name)

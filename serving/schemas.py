@@ -542,7 +542,14 @@ class RectificationOut(BaseModel):
 
 
 class AppealIn(_Strict):
-    """A technician's appeal of an inspection result (申诉)."""
+    """A technician's appeal (申诉) of an inspection result or of a label of an order.
+
+    ``target``: ``inspection`` (default) disputes a failed result (``inspection_id``);
+    ``rework`` disputes the rework link of ``order_id`` (the earlier order: the repeat was a
+    different fault or caused by the resident); ``dissatisfaction`` disputes the order's
+    dissatisfaction (the complaint or low rating was not about the repair). An upheld label
+    appeal sets that label to 0 in dossiers, reports and retraining.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -552,17 +559,48 @@ class AppealIn(_Strict):
                     "inspection_id": 12,
                     "technician_id": "T017",
                     "reason": "渗水来自楼上住户管道，不是本次维修的部位，有现场照片为证",
-                }
+                },
+                {
+                    "target": "rework",
+                    "order_id": "WO000123",
+                    "technician_id": "T017",
+                    "reason": "返修单是卫生间地漏堵塞，与上次更换的厨房水龙头不是同一故障",
+                },
+                {
+                    "target": "dissatisfaction",
+                    "order_id": "WO000456",
+                    "technician_id": "T017",
+                    "reason": "业主投诉的是物业停车收费，与本次维修无关，有回访录音为证",
+                },
             ]
         },
     )
-    inspection_id: int = Field(..., ge=1)
+    target: Literal["inspection", "rework", "dissatisfaction"] = Field(
+        "inspection",
+        description="what is appealed: inspection result, rework link, dissatisfaction",
+    )
+    inspection_id: int | None = Field(None, ge=1, description="target inspection: the result")
+    order_id: _Id | None = Field(None, description="target rework / dissatisfaction: the order")
     technician_id: _Id
     reason: _Text
 
+    @model_validator(mode="after")
+    def _addressed(self) -> AppealIn:
+        if self.target == "inspection":
+            if self.inspection_id is None:
+                raise ValueError("inspection_id: required when target is inspection")
+            if self.order_id is not None:
+                raise ValueError("order_id: not allowed when target is inspection")
+        else:
+            if self.order_id is None:
+                raise ValueError(f"order_id: required when target is {self.target}")
+            if self.inspection_id is not None:
+                raise ValueError(f"inspection_id: not allowed when target is {self.target}")
+        return self
+
 
 class AppealDecisionIn(_Strict):
-    """A reviewer's final decision: ``upheld`` overturns the inspection result."""
+    """A reviewer's final decision: ``upheld`` overturns the result or overrides the label."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -581,8 +619,10 @@ class AppealOut(BaseModel):
     """An appeal and, once decided, its decision."""
 
     appeal_id: str
-    inspection_id: int
+    target: Literal["inspection", "rework", "dissatisfaction"]
+    inspection_id: int | None
     order_id: str
+    rework_order_id: str | None = Field(None, description="target rework: the disputed repeat")
     technician_id: str
     reason: str
     status: Literal["pending", "upheld", "rejected"]

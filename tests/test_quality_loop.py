@@ -474,3 +474,66 @@ def test_concurrent_appeals_leave_one_open(service):
     with ThreadPoolExecutor(8) as ex:
         codes = sorted(r.status_code for r in ex.map(post, range(8)))
     assert codes == [201] + [409] * 7
+
+
+def test_label_appeals_through_the_api(service):
+    client, keys, done, _, store = service
+    links = store.outcomes_frame()
+    links = links[links["kind"] == "rework"]
+    facts = store.order_facts(links["order_id"])
+    oid = next(o for o in links["order_id"] if facts[o]["technician_id"])
+    tech = facts[oid]["technician_id"]
+    q, s = auth(keys["quality"]), auth(keys["system"])
+    for body, detail in (
+        (
+            {"target": "rework", "technician_id": tech, "reason": "x"},
+            "order_id: required when target is rework",
+        ),
+        (
+            {"technician_id": tech, "order_id": oid, "reason": "x"},
+            "inspection_id: required when target is inspection",
+        ),
+        (
+            {
+                "target": "rework",
+                "order_id": oid,
+                "inspection_id": 3,
+                "technician_id": tech,
+                "reason": "x",
+            },
+            "inspection_id: not allowed when target is rework",
+        ),
+        (
+            {"target": "refund", "order_id": oid, "technician_id": tech, "reason": "x"},
+            "target: Input should be 'inspection', 'rework' or 'dissatisfaction'",
+        ),
+    ):
+        r = client.post("/v1/appeals", json=body, headers=s)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == [detail]
+    body = {
+        "target": "rework",
+        "order_id": oid,
+        "technician_id": tech,
+        "reason": "返修单是另一处故障",
+    }
+    r = client.post("/v1/appeals", json=body, headers=s)
+    assert r.status_code == 201, r.text
+    appeal = r.json()
+    assert (appeal["target"], appeal["inspection_id"]) == ("rework", None)
+    assert appeal["rework_order_id"] == links[links["order_id"] == oid]["rework_order_id"].iloc[0]
+    assert client.post("/v1/appeals", json=body, headers=s).status_code == 409
+    r = client.post(
+        f"/v1/appeals/{appeal['appeal_id']}/decision",
+        json={"decision": "upheld", "reviewer": "品质部-刘经理"},
+        headers=q,
+    )
+    assert r.status_code == 200 and r.json()["status"] == "upheld"
+    ov = store.label_overrides_frame()
+    assert [oid, "rework", 0] in ov[["order_id", "label", "value"]].values.tolist()
+    r = client.post("/v1/appeals", json={**body, "order_id": "WO-NONE"}, headers=s)
+    assert r.status_code == 404 and r.json()["detail"] == "order WO-NONE does not exist"
+    spec = client.get("/openapi.json").json()["components"]["schemas"]
+    examples = str(spec["AppealIn"]["examples"])
+    assert "'target': 'rework'" in examples and "不是同一故障" in examples
+    assert "'target': 'dissatisfaction'" in examples

@@ -1,10 +1,19 @@
-"""Appeals (申诉) of inspection results.
+"""Appeals (申诉) of inspection results and of the labels.
 
-A technician (through the property system, role ``system``, or the quality team) appeals a
-*failed* inspection result with a reason; a reviewer (role ``quality``) decides once:
-``upheld`` marks the result overturned — it stays recorded, but no longer counts as a failure
-in dossiers, labels and ``repairqc export`` — and ``rejected`` leaves it standing. One open
-appeal per result; a rejected result may be appealed again with new grounds; the full history
+A technician (through the property system, role ``system``, or the quality team) appeals with
+a reason; a reviewer (role ``quality``) decides once. ``target``:
+
+* ``inspection`` (default): a *failed* inspection result; ``upheld`` marks it overturned — it
+  stays recorded, but no longer counts as a failure in dossiers, KPIs and ``repairqc export``.
+* ``rework``: the rework link of an order (the repeat order was a different fault or caused by
+  the resident); ``upheld`` overrides the order's ``rework`` label to 0.
+* ``dissatisfaction``: the order's dissatisfaction (the complaint / low rating was not about
+  the repair); ``upheld`` overrides its ``dissatisfied`` label to 0.
+
+Label overrides (``models.labels.apply_label_overrides``) reach dossiers and reports read from
+the store, and ``repairqc export`` writes them to ``label_overrides.csv`` for ``repairqc label``
+(retraining). ``rejected`` leaves everything standing. One open or upheld appeal per result /
+order and target; a rejected one may be appealed again with new grounds; the full history
 (every appeal and its decision) is kept.
 """
 
@@ -26,10 +35,13 @@ router = APIRouter(route_class=FieldErrorRoute)
     "/v1/appeals",
     response_model=AppealOut,
     status_code=status.HTTP_201_CREATED,
-    summary="Appeal a failed inspection result (维修人员申诉)",
+    summary="Appeal an inspection result, a rework link or a dissatisfaction (维修人员申诉)",
     responses={
-        404: {"description": "no such inspection result"},
-        409: {"description": "the result passed, or already has an open/upheld appeal"},
+        404: {"description": "no such inspection result or order"},
+        409: {
+            "description": "nothing to appeal (result passed, no rework link, no complaint), "
+            "or already an open/upheld appeal"
+        },
         **ERROR_RESPONSES,
     },
 )
@@ -40,7 +52,13 @@ def create(
 ) -> dict[str, Any]:
     """Record the appeal (``pending``); the technician must be the order's technician."""
     with store_errors():
-        return state.store.create_appeal(body.inspection_id, body.technician_id, body.reason)
+        return state.store.create_appeal(
+            body.inspection_id,
+            body.technician_id,
+            body.reason,
+            target=body.target,
+            order_id=body.order_id,
+        )
 
 
 @router.get(
@@ -79,7 +97,7 @@ def get_appeal(
 @router.post(
     "/v1/appeals/{appeal_id}/decision",
     response_model=AppealOut,
-    summary="Decide an appeal: upheld overturns the result (申诉裁决)",
+    summary="Decide an appeal: upheld overturns the result or the label (申诉裁决)",
     responses={
         404: {"description": "no such appeal"},
         409: {"description": "the appeal is already decided"},

@@ -56,6 +56,11 @@ RECTIFICATION_MOVES: dict[str, tuple[str, ...]] = {
 }
 #: A reviewer's decisions on an appeal; ``pending`` until decided.
 APPEAL_DECISIONS: tuple[str, ...] = ("upheld", "rejected")
+#: What an appeal disputes: an inspection result, the order's rework link (the repeat order
+#: was a different fault or the resident's doing) or its dissatisfaction (the complaint or low
+#: rating was not about the repair). The label an upheld label appeal overrides (to 0).
+APPEAL_TARGETS: tuple[str, ...] = ("inspection", "rework", "dissatisfaction")
+APPEAL_TARGET_LABEL: dict[str, str] = {"rework": "rework", "dissatisfaction": "dissatisfied"}
 #: Statuses of a queue item.
 QUEUE_STATUSES: tuple[str, ...] = ("open", "assigned", "done", "overdue")
 #: Ids per ``IN (...)`` list (SQLite's variable limit is far above; keeps statements small).
@@ -134,8 +139,10 @@ RECTIFICATION_COLUMNS = [
 ]
 APPEAL_COLUMNS = [
     "appeal_id",
+    "target",
     "inspection_id",
     "order_id",
+    "rework_order_id",
     "technician_id",
     "reason",
     "status",
@@ -849,17 +856,98 @@ class QualityLoopStore:
         )
         return dict(r) if r is not None else None
 
-    def create_appeal(self, inspection_id: int, technician_id: str, reason: str) -> dict:
-        """A technician appeals a failed inspection result (申诉); one open appeal at a time.
+    def create_appeal(
+        self,
+        inspection_id: int | None,
+        technician_id: str,
+        reason: str,
+        *,
+        target: str = "inspection",
+        order_id: str | None = None,
+    ) -> dict:
+        """A technician appeals (申诉); one open or upheld appeal per result / order and target.
 
-        The technician must be the one who did the order (when the order names one).
+        ``target`` ``inspection`` (default): a failed inspection result (``inspection_id``).
+        ``rework``: the rework link of ``order_id`` (the earlier order) — the repeat order was
+        a different fault or caused by the resident. ``dissatisfaction``: the dissatisfaction
+        of ``order_id`` — the complaint / low rating was not about the repair. The technician
+        must be the one who did the order (when the order names one).
         """
+        if target not in APPEAL_TARGETS:
+            raise InvalidError(f"target: must be one of {', '.join(APPEAL_TARGETS)}")
         try:
-            return self._create_appeal(inspection_id, technician_id, reason)
-        except sa.exc.IntegrityError as exc:  # a concurrent appeal won (uq_appeals_open)
-            raise ConflictError(
-                f"inspection {inspection_id} already has an open or upheld appeal"
-            ) from exc
+            if target == "inspection":
+                if inspection_id is None:
+                    raise InvalidError("inspection_id: required when target is inspection")
+                return self._create_appeal(inspection_id, technician_id, reason)
+            if order_id is None:
+                raise InvalidError(f"order_id: required when target is {target}")
+            return self._create_label_appeal(target, order_id, technician_id, reason)
+        except sa.exc.IntegrityError as exc:  # a concurrent appeal won (uq_appeals_open*)
+            what = f"inspection {inspection_id}" if target == "inspection" else f"order {order_id}"
+            raise ConflictError(f"{what} already has an open or upheld {target} appeal") from exc
+
+    def _create_label_appeal(
+        self, target: str, order_id: str, technician_id: str, reason: str
+    ) -> dict:
+        now = _now()
+        o = T.orders.c
+        with self.engine.begin() as conn:
+            order = (
+                conn.execute(
+                    sa.select(
+                        o.technician_id, o.status, o.rating, o.complaint, o.feedback_comment
+                    ).where(o.order_id == order_id)
+                )
+                .mappings()
+                .first()
+            )
+            if order is None:
+                raise NotFoundError(f"order {order_id} does not exist")
+            if order["technician_id"] and order["technician_id"] != technician_id:
+                raise InvalidError(f"technician_id: {technician_id} did not do order {order_id}")
+            rework_order_id = None
+            if target == "rework":
+                c = T.outcomes.c
+                links = conn.execute(
+                    sa.select(c.value, c.observed_at)
+                    .where(c.order_id == order_id, c.kind == REWORK)
+                    .order_by(c.observed_at, c.id)
+                ).all()
+                if not links:
+                    raise ConflictError(f"order {order_id} has no rework link: nothing to appeal")
+                first = links[0].value if isinstance(links[0].value, dict) else {}
+                rework_order_id = first.get("rework_order_id")
+            else:
+                rating = order["rating"]
+                low = rating is not None and rating <= self.label_config.dissatisfied_max_rating
+                if not (order["complaint"] or low or order["feedback_comment"]):
+                    raise ConflictError(
+                        f"order {order_id} has no complaint, low rating or comment: "
+                        "nothing to appeal"
+                    )
+            a = T.appeals.c
+            prior = conn.execute(
+                sa.select(a.appeal_id, a.status).where(a.order_id == order_id, a.target == target)
+            ).all()
+            for p in prior:
+                if p.status in ("pending", "upheld"):
+                    raise ConflictError(
+                        f"order {order_id} already has {target} appeal {p.appeal_id} ({p.status})"
+                    )
+            row = {
+                "appeal_id": _new_id("AP"),
+                "target": target,
+                "inspection_id": None,
+                "order_id": order_id,
+                "rework_order_id": rework_order_id,
+                "technician_id": technician_id,
+                "reason": reason,
+                "status": "pending",
+                "submitted_at": now,
+            }
+            conn.execute(T.appeals.insert().values(**row))
+        return self.get_appeal(row["appeal_id"])
 
     def _create_appeal(self, inspection_id: int, technician_id: str, reason: str) -> dict:
         now = _now()
@@ -878,7 +966,9 @@ class QualityLoopStore:
                 )
             a = T.appeals.c
             prior = conn.execute(
-                sa.select(a.appeal_id, a.status).where(a.inspection_id == inspection_id)
+                sa.select(a.appeal_id, a.status).where(
+                    a.inspection_id == inspection_id, a.target == "inspection"
+                )
             ).all()
             for p in prior:
                 if p.status in ("pending", "upheld"):
@@ -887,6 +977,7 @@ class QualityLoopStore:
                     )
             row = {
                 "appeal_id": _new_id("AP"),
+                "target": "inspection",
                 "inspection_id": inspection_id,
                 "order_id": ins["order_id"],
                 "technician_id": technician_id,
@@ -920,7 +1011,12 @@ class QualityLoopStore:
     def decide_appeal(
         self, appeal_id: str, decision: str, reviewer: str, note: str | None
     ) -> dict[str, Any]:
-        """Record the reviewer's final decision; ``upheld`` overturns the inspection result."""
+        """Record the reviewer's final decision.
+
+        ``upheld`` overturns the inspection result (target ``inspection``) or overrides the
+        order's label to 0 (targets ``rework`` / ``dissatisfaction``:
+        :meth:`label_overrides_frame`); ``rejected`` changes nothing but the record.
+        """
         if decision not in APPEAL_DECISIONS:
             raise InvalidError(f"decision: must be one of {', '.join(APPEAL_DECISIONS)}")
         now = _now()
@@ -1065,6 +1161,7 @@ class QualityLoopStore:
                 conn.execute(
                     sa.select(a.inspection_id, a.appeal_id).where(
                         a.status == "upheld",
+                        a.target == "inspection",
                         a.order_id == order_id if order_id is not None else sa.true(),
                     )
                 ).all()
@@ -1135,8 +1232,43 @@ class QualityLoopStore:
                 ).mappings()
             ]
         frame = _frame(rows, APPEAL_COLUMNS, ("submitted_at", "decided_at"))
-        frame["inspection_id"] = frame["inspection_id"].astype("int64")
+        frame["inspection_id"] = frame["inspection_id"].astype("Int64")  # none for label appeals
         return frame
+
+    def label_overrides_frame(self) -> pd.DataFrame:
+        """The label overrides the upheld label appeals decide (``models.labels`` columns).
+
+        One row per upheld ``rework`` / ``dissatisfaction`` appeal: the order's label
+        (``rework`` | ``dissatisfied``) set to 0, ``source`` the appeal id, ``decided_at`` the
+        decision time (ISO, Asia/Shanghai), ``reason`` the appeal's reason and the reviewer's
+        note. Derived from the appeals on every read, so the appeals stay the only record;
+        rejected and pending appeals produce none.
+        """
+        from models.labels import LABEL_OVERRIDE_COLUMNS
+
+        a = T.appeals.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    a.appeal_id, a.order_id, a.target, a.reason, a.decision_note, a.decided_at
+                )
+                .where(a.status == "upheld", a.target.in_(list(APPEAL_TARGET_LABEL)))
+                .order_by(a.decided_at, a.appeal_id)
+            ).all()
+        out = [
+            {
+                "order_id": r.order_id,
+                "label": APPEAL_TARGET_LABEL[r.target],
+                "value": 0,
+                "source": r.appeal_id,
+                "decided_at": _iso(r.decided_at),
+                "reason": r.reason
+                if not r.decision_note
+                else f"{r.reason}；复核：{r.decision_note}",
+            }
+            for r in rows
+        ]
+        return pd.DataFrame(out, columns=LABEL_OVERRIDE_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1315,6 +1447,7 @@ def _appeal_view(r: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "APPEAL_DECISIONS",
+    "APPEAL_TARGETS",
     "INSPECTION_KINDS",
     "QUEUE_STATUSES",
     "RECTIFICATION_STATUSES",

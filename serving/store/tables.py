@@ -191,13 +191,17 @@ rectification_events = sa.Table(
     sa.Index("ix_rectification_events_rectification_id", "rectification_id"),
 )
 
-# Appeals (申诉) of inspection results; a decision is final and recorded on the row.
+# Appeals (申诉) of inspection results or of the labels (rework link, dissatisfaction); a
+# decision is final and recorded on the row. ``inspection_id`` only for target ``inspection``;
+# ``rework_order_id`` the repeat order a ``rework`` appeal disputes (as linked when filed).
 appeals = sa.Table(
     "appeals",
     metadata,
     sa.Column("appeal_id", sa.String(32), primary_key=True),
-    sa.Column("inspection_id", sa.Integer(), nullable=False),
+    sa.Column("inspection_id", sa.Integer(), nullable=True),
     sa.Column("order_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("target", sa.String(16), nullable=False, server_default="inspection"),
+    sa.Column("rework_order_id", sa.String(ID_LENGTH), nullable=True),
     sa.Column("technician_id", sa.String(ID_LENGTH), nullable=False),
     sa.Column("reason", sa.Text(), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -213,6 +217,15 @@ appeals = sa.Table(
         unique=True,
         sqlite_where=sa.text("status IN ('pending', 'upheld')"),
         postgresql_where=sa.text("status IN ('pending', 'upheld')"),
+    ),
+    # one open or upheld label appeal per order and target
+    sa.Index(
+        "uq_appeals_open_label",
+        "order_id",
+        "target",
+        unique=True,
+        sqlite_where=sa.text("status IN ('pending', 'upheld') AND target <> 'inspection'"),
+        postgresql_where=sa.text("status IN ('pending', 'upheld') AND target <> 'inspection'"),
     ),
 )
 
