@@ -316,6 +316,13 @@ def technician_dossiers(
             }
         entry["inspections"] = _inspection_counts(insp, tech)
         entry["appeals"] = _appeal_counts(app, tech)
+        if "rework_overridden" in sub:  # labels an upheld appeal set (already in rework/...)
+            entry["labels_overridden"] = {
+                "rework": int(sub["rework_overridden"].fillna(False).astype(bool).sum()),
+                "dissatisfied": int(
+                    sub["dissatisfied_overridden"].fillna(False).astype(bool).sum()
+                ),
+            }
         oe = {k: (entry[k] or {}).get("oe") for k in comp}
         flag, why = _flag(positions, n, config, oe)
         entry["flag"], entry["flag_zh"], entry["flag_reasons"] = flag, FLAG_ZH[flag], why
@@ -358,14 +365,20 @@ def _inspection_counts(insp: pd.DataFrame | None, tech: str) -> dict[str, Any] |
     return res
 
 
-def _appeal_counts(app: pd.DataFrame | None, tech: str) -> dict[str, int] | None:
+def _appeal_counts(app: pd.DataFrame | None, tech: str) -> dict[str, Any] | None:
     if app is None:
         return None
     if "technician_id" not in app:
         return None
     sub = app[app["technician_id"].astype(str) == tech]
     st = sub["status"].astype(str) if "status" in sub else pd.Series([], dtype=str)
-    return {"filed": int(len(sub)), **{str(k): int(v) for k, v in st.value_counts().items()}}
+    out: dict[str, Any] = {
+        "filed": int(len(sub)),
+        **{str(k): int(v) for k, v in st.value_counts().items()},
+    }
+    if "target" in sub:  # inspection | rework | dissatisfaction
+        out["by_target"] = {str(k): int(v) for k, v in sub["target"].value_counts().items()}
+    return out
 
 
 def _funnel(tab: pd.DataFrame, config: DossierConfig, points: int = 40) -> dict[str, Any]:

@@ -315,6 +315,7 @@ def kpi_report(
     *,
     community: str | None = None,
     trend_months: int = 12,
+    unavailable: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The KPI section of the improvement report for orders reported in ``[start, end)``.
 
@@ -330,6 +331,12 @@ def kpi_report(
         Restrict to one community (the flags are still computed on the whole history).
     trend_months
         Calendar months of the monthly ``trend`` (see :func:`kpi_trend`; 0: none).
+    unavailable
+        KPI → why this source cannot measure it (e.g. the service's store holds completed
+        orders only, so the completion rate would always be 100 %). Those KPIs are ``None``
+        in ``kpis``, ``previous``, ``changes`` and ``trend`` (the fractions stay, for
+        transparency), the reason is in ``unavailable`` and in ``definitions.<kpi>.unavailable``:
+        a meaningless number is worse than none.
 
     Returns
     -------
@@ -370,15 +377,26 @@ def kpi_report(
             for i, v in kpis[key].items()
         }
 
+    trend = kpi_trend(flags, end, trend_months) if trend_months > 0 else {}
+    unavailable = {k: v for k, v in (unavailable or {}).items() if k in KPI_NAMES}
+    for k in unavailable:
+        for block in (kpis, previous, changes):
+            for key, vals in block.items():
+                for row in vals.values() if key != "overall" else [vals]:
+                    row[k] = None
+        for row in trend.values():
+            row[k] = None
     return {
         "period": {"from": start.isoformat(), "to": end.isoformat()},
         "previous_period": {"from": prev_start.isoformat(), "to": prev_end.isoformat()},
         "community": community,
+        "unavailable": unavailable,
         "definitions": {
             k: {
                 "name_zh": KPI_ZH[k],
                 "definition": KPI_DEFINITIONS[k],
                 "definition_zh": KPI_DEFINITIONS_ZH[k],
+                **({"unavailable": unavailable[k]} if k in unavailable else {}),
             }
             for k in KPI_NAMES
         },
@@ -387,5 +405,5 @@ def kpi_report(
         "fractions": fractions,
         "previous": previous,
         "changes": changes,
-        "trend": kpi_trend(flags, end, trend_months) if trend_months > 0 else {},
+        "trend": trend,
     }

@@ -35,11 +35,17 @@ from pipelines import report_sections as RS
 from pipelines.io import read_raw_table
 from pipelines.label import label_config
 from pipelines.params import section
-from pipelines.report_data import ReportInputs, contract_inputs, store_inputs
+from pipelines.report_data import ReportInputs, contract_inputs, contract_overrides, store_inputs
 from pipelines.report_html import sections_html
 from pipelines.report_sections import SectionConfig, period_frame
 
 log = logging.getLogger(__name__)
+
+#: Why the completion rate is not reported from the service's store (JSON and HTML).
+STORE_COMPLETION_NOTE = (
+    "服务的存储只保存已完工（已评分）的工单，完成率恒为 100%，没有意义；请用合同文件"
+    "（--orders）计算维修完成率。The store holds completed orders only; use contract files."
+)
 
 
 class SourceUnavailableError(RuntimeError):
@@ -172,8 +178,11 @@ def build_report(
     lcfg = label_config(params_path)
     store_url = None
     score_from = t1 - pd.DateOffset(months=max(scfg.dossier_months, scfg.estimate_months))
+    overrides_path = None
+    unavailable: dict[str, str] = {}
     if orders is not None:
         valid, techs, unit_tab, quarantined = load_contract(orders, technicians, units, encoding)
+        overrides, overrides_path = contract_overrides(orders)
         inp = contract_inputs(
             valid,
             techs,
@@ -184,6 +193,7 @@ def build_report(
             model_dir=model_dir,
             reference_months=scfg.reference_months,
             score_from=score_from,
+            overrides=overrides,
         )
     else:
         opened = store is None
@@ -209,12 +219,20 @@ def build_report(
         if not len(inp.orders):
             raise SourceUnavailableError(f"the service's store {store_url} holds no orders")
         valid, techs, quarantined = inp.orders, inp.technicians, {}
+        unavailable["completion_rate"] = STORE_COMPLETION_NOTE
     if community is not None and community not in set(valid["community_id"].astype(str)):
         raise ValueError(f"--community {community!r}: no valid order of that community")
+    # first-time fix reads the rework label with the upheld appeals' overrides (inp.labels)
     flags = order_flags(
-        valid, config, lcfg, techs, inspection_failed=RS.inspection_failed(inp.inspections)
+        valid.assign(rework=inp.labels["rework"].to_numpy()),
+        config,
+        lcfg,
+        techs,
+        inspection_failed=RS.inspection_failed(inp.inspections),
     )
-    report = kpi_report(flags, valid["status"], t0, t1, community=community)
+    report = kpi_report(
+        flags, valid["status"], t0, t1, community=community, unavailable=unavailable
+    )
     report["counts"]["quarantined"] = quarantined
     report["source"] = {
         "kind": inp.source,
@@ -223,6 +241,15 @@ def build_report(
         "technicians": None if technicians is None else str(technicians),
         "units": None if units is None else str(units),
         "data_end": valid["reported_at"].max().isoformat() if len(valid) else None,
+        "label_overrides": None if overrides_path is None else str(overrides_path),
+    }
+    lab = inp.labels
+    report["counts"]["labels_overridden"] = {
+        "rework": int(lab["rework_overridden"].sum()) if "rework_overridden" in lab else 0,
+        "dissatisfied": int(lab["dissatisfied_overridden"].sum())
+        if "dissatisfied_overridden" in lab
+        else 0,
+        "unmatched": int(lab.attrs.get("overrides_unmatched", 0)),
     }
     report.update(build_sections(inp, flags, t0, t1, community, scfg, lcfg, params_path))
     return report
@@ -381,11 +408,17 @@ def render_html(report: dict[str, Any]) -> str:
     )
     parts.append("<h2>五项指标</h2><table><tr><th class='l'>指标</th><th class='l'>定义</th>")
     parts.append("<th>本期</th><th>分子/分母</th><th>上期</th><th>变化</th></tr>")
+    unavailable = report.get("unavailable") or {}
     for k in KPI_NAMES:
         f = fr["overall"][k]
+        why = (
+            f"<br><span class='muted unavailable'>{e(unavailable[k])}</span>"
+            if k in unavailable
+            else ""
+        )
         parts.append(
             f"<tr><td class='l'>{e(KPI_ZH[k])}<br><span class='muted'>{e(k)}</span></td>"
-            f"<td class='l'>{e(report['definitions'][k]['definition_zh'])}</td>"
+            f"<td class='l'>{e(report['definitions'][k]['definition_zh'])}{why}</td>"
             f"{_bar_cell(kp['overall'][k])}<td>{f['numerator']}/{f['denominator']}</td>"
             f"<td>{_pct(prev['overall'][k])}</td><td>{_delta(ch['overall'][k])}</td></tr>"
         )

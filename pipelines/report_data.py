@@ -1,14 +1,16 @@
 """What the improvement report's sections read, from either source, in one shape.
 
 * **Contract files** (the DVC stage): orders/technicians/units as validated, labels from
-  ``models.labels``, scores from a model directory (``--model-dir``) or the registry's
-  champion, and the third-party draw *reproduced* with the same policy and secret as the
-  service (``models.sampling``), so that the estimates can be checked against the population
-  truth the labels give.
+  ``models.labels`` with the overrides of ``label_overrides.csv`` next to the orders file (upheld
+  appeals, written by ``repairqc export``) when it is there, scores from a model directory
+  (``--model-dir``) or the registry's champion, and the third-party draw *reproduced* with the
+  same policy and secret as the service (``models.sampling``), so that the estimates can be
+  checked against the population truth the labels give.
 * **The service's store**: the recorded decisions (score, π, draw) — never recomputed, they are
   what the quality team acted on — plus outcomes, inspection results, rectification items and
-  appeals. Model features (drivers, drift) come from a model when one is at hand (the service's
-  own, or the champion for the CLI); otherwise those sections say so.
+  appeals; the labels with the overrides of the upheld label appeals
+  (``store.label_overrides_frame``). Model features (drivers, drift) come from a model when one
+  is at hand (the service's own, or the champion for the CLI); otherwise those sections say so.
 
 A store method that does not exist yet (the quality loop is built concurrently) or a source
 without a table gives ``None`` and a note: sections print "no data in this source", never
@@ -86,9 +88,29 @@ def sampling_secret() -> tuple[bytes, str]:
     return DEV_SECRET.encode(), "dev (public secret of REPAIRQC_DEV_MODE)"
 
 
-def _labels(orders: pd.DataFrame, label_config: LabelConfig) -> pd.DataFrame:
-    lab = label_orders(orders, label_config)
-    return lab[["rework", "dissatisfied"]].astype(float)
+def _labels(
+    orders: pd.DataFrame, label_config: LabelConfig, overrides: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Both labels (with ``overrides`` applied) and whether each was overridden."""
+    lab = label_orders(orders, label_config, overrides=overrides)
+    out = lab[["rework", "dissatisfied"]].astype(float)
+    for c in ("rework_overridden", "dissatisfied_overridden"):
+        out[c] = lab[c].astype(bool)
+    out.attrs["overrides_unmatched"] = int(lab.attrs.get("overrides_unmatched", 0))
+    return out
+
+
+def contract_overrides(orders_path: Path | None) -> tuple[pd.DataFrame | None, Path | None]:
+    """``label_overrides.csv`` beside the orders file, validated, and its path (None if absent)."""
+    from models.labels import LABEL_OVERRIDES_FILE
+    from pipelines.label import read_label_overrides
+
+    if orders_path is None:
+        return None, None
+    path = Path(orders_path).parent / LABEL_OVERRIDES_FILE
+    if not path.is_file():
+        return None, None
+    return read_label_overrides(path), path
 
 
 def _windows(
@@ -209,14 +231,18 @@ def contract_inputs(
     reference_months: int,
     score_from: pd.Timestamp | None = None,
     policy_path: Path = POLICY_PATH,
+    overrides: pd.DataFrame | None = None,
 ) -> ReportInputs:
-    """Inputs from validated contract files; scores from ``model_dir`` or the champion."""
+    """Inputs from validated contract files; scores from ``model_dir`` or the champion.
+
+    ``overrides``: the label overrides (``label_overrides.csv``), applied to the labels.
+    """
     inp = ReportInputs(
         source="contract",
         orders=orders,
         technicians=technicians,
         units=units,
-        labels=_labels(orders, label_config),
+        labels=_labels(orders, label_config, overrides),
     )
     inp.notes.append("合同文件来源：无质检结果、整改与申诉记录（这些只在服务的存储中）。")
     try:
@@ -314,12 +340,13 @@ def store_inputs(
         orders = merge_followups(orders, outcomes)
     techs = store.side_frame("technicians")
     units = store.side_frame("units")
+    overrides = _frame(store, "label_overrides_frame", notes, "申诉改判的标签")
     inp = ReportInputs(
         source="store",
         orders=orders,
         technicians=techs,
         units=units,
-        labels=_labels(orders, label_config),
+        labels=_labels(orders, label_config, overrides),
         notes=notes,
     )
     inp.inspections = _frame(store, "inspections_frame", notes, "质检结果")

@@ -109,6 +109,9 @@ def period_frame(
     f["order_id"] = f["order_id"].astype(str)
     f["rework"] = inp.labels.loc[f.index, "rework"]
     f["dissatisfied"] = inp.labels.loc[f.index, "dissatisfied"]
+    for c in ("rework_overridden", "dissatisfied_overridden"):  # upheld label appeals
+        if c in inp.labels:
+            f[c] = inp.labels.loc[f.index, c].to_numpy(dtype=bool)
     local = f["reported_at"].dt.tz_convert(TIMEZONE).dt.tz_localize(None)
     f["month"] = local.dt.strftime("%Y-%m")
     f["community_id"] = f["community_id"].astype(str)
@@ -259,6 +262,7 @@ def drivers_section(f: pd.DataFrame, inp: ReportInputs, top: int) -> dict[str, A
         return _drivers_from_stored(inp, f, top)
     from models import reasons
     from models.estimators import HEADS
+
     X = inp.features.reindex(f["order_id"]).dropna(how="all")
     if len(X) > MAX_SHAP_ORDERS:  # a mean over a fixed-seed sample: exact TreeSHAP is slow
         X = X.sample(MAX_SHAP_ORDERS, random_state=0)

@@ -288,4 +288,72 @@ def test_store_without_quality_loop_methods_says_so(tmp_path):
     assert rep["technicians"]["available"] is False
     assert rep["rectification"]["rectifications"]["available"] is False
     assert any("decisions_frame" in n for n in rep["notes"])
-    assert rep["kpis"]["overall"]["completion_rate"] is not None
+    assert rep["kpis"]["overall"]["response_timeliness"] is not None
+    # the store holds completed orders only: no meaningless 100 % completion rate
+    assert rep["kpis"]["overall"]["completion_rate"] is None
+    assert "contract files" in rep["unavailable"]["completion_rate"]
+
+
+def test_store_report_uses_label_overrides_and_has_no_meaningless_completion_rate(tmp_path):
+    from models.labels import label_orders
+    from pipelines.report import build_report, render_html
+
+    store, done = _fake_store(tmp_path)
+    base = build_report("2024-03-01", "2024-04-29", store=store)
+    lab = label_orders(store.orders_frame()).set_index("order_id")
+    t = lab["reported_at"]
+    window = (t >= pd.Timestamp(base["technicians"]["window"]["from"])) & (
+        t < pd.Timestamp("2024-04-29", tz="Asia/Shanghai")
+    )
+    pos = lab[(lab["rework"] == 1) & window & lab["technician_id"].notna()]
+    oid, tech = pos.index[0], pos.iloc[0]["technician_id"]
+    store.label_overrides_frame = lambda: pd.DataFrame(
+        {"order_id": [oid], "label": ["rework"], "value": [0], "source": ["AP1"]}
+    )
+    rep = build_report("2024-03-01", "2024-04-29", store=store)
+    before = base["technicians"]["technicians"][tech]["rework"]["observed"]
+    assert rep["technicians"]["technicians"][tech]["rework"]["observed"] == before - 1
+    assert rep["technicians"]["technicians"][tech]["labels_overridden"]["rework"] == 1
+    assert rep["counts"]["labels_overridden"] == {"rework": 1, "dissatisfied": 0, "unmatched": 0}
+    # 维修完成率: the store holds completed orders only -> null with the reason, not 100 %
+    assert rep["kpis"]["overall"]["completion_rate"] is None
+    assert all(v["completion_rate"] is None for v in rep["kpis"]["by_community"].values())
+    assert all(v["completion_rate"] is None for v in rep["trend"].values())
+    assert (
+        rep["definitions"]["completion_rate"]["unavailable"]
+        == rep["unavailable"]["completion_rate"]
+    )
+    assert rep["kpis"]["overall"]["satisfaction_rate"] is not None
+    page = render_html(rep)
+    assert "use contract files" in page and "只保存已完工" in page
+
+
+def test_contract_report_applies_label_overrides_beside_the_orders(tmp_path):
+    from models.labels import label_orders
+    from pipelines.generate import render_csv_frame
+    from pipelines.report import build_report, load_contract
+
+    orders, techs, units, _ = make_orders(700, seed=4, days=150, n_tech=6, n_units=50)
+    render_csv_frame(orders).to_csv(tmp_path / "orders.csv", index=False)
+    valid = load_contract(tmp_path / "orders.csv")[0]  # as the report reads the file
+    lab = label_orders(valid).set_index("order_id")
+    t = lab["reported_at"]
+    inside = (t >= pd.Timestamp("2024-03-01", tz="Asia/Shanghai")) & (
+        t < pd.Timestamp("2024-04-01", tz="Asia/Shanghai")
+    )
+    oid = lab[(lab["rework"] == 1) & inside].index[0]
+    args = {"orders": tmp_path / "orders.csv", "model_dir": tmp_path / "no-model"}
+    base = build_report("2024-03-01", "2024-03-31", **args)
+    assert base["source"]["label_overrides"] is None
+    (tmp_path / "label_overrides.csv").write_text(
+        f"order_id,label,value,source,decided_at,reason\n{oid},rework,0,AP7,,不是同一故障\n",
+        encoding="utf-8",
+    )
+    rep = build_report("2024-03-01", "2024-03-31", **args)
+    assert rep["source"]["label_overrides"] == str(tmp_path / "label_overrides.csv")
+    assert rep["counts"]["labels_overridden"]["rework"] == 1
+    # the first-time-fix rate reads the overridden rework label: one more fixed order
+    f0 = base["fractions"]["overall"]["first_time_fix_rate"]
+    f1 = rep["fractions"]["overall"]["first_time_fix_rate"]
+    assert (f1["numerator"], f1["denominator"]) == (f0["numerator"] + 1, f0["denominator"])
+    assert rep["kpis"]["overall"]["completion_rate"] is not None  # files hold every order

@@ -592,13 +592,17 @@ function renderKpis(report) {
     notice.hidden = true;
   }
 
+  // a KPI this source cannot measure (the store holds completed orders only: completion rate)
+  const unavailable = report.unavailable || {};
   const cards = kpiDefs().map((def, i) => {
     const f = fractions[def.key] || {};
-    return h("div", { class: "card kpi", dataset: { kpi: def.key }, title: def.definition_zh },
+    const why = unavailable[def.key];
+    return h("div", { class: "card kpi", dataset: { kpi: def.key }, title: why ? `${def.definition_zh}\n${why}` : def.definition_zh },
       h("div", { class: "kpi-head" },
         h("span", { class: "kpi-name" }, def.name_zh),
         h("span", { class: "kpi-key muted" }, def.key)),
       h("div", { class: "kpi-value" }, pct(overall[def.key])),
+      why ? h("div", { class: "kpi-note muted small", dataset: { unavailable: def.key } }, why) : null,
       h("div", { class: "kpi-sub" }, changeBadge(changes[def.key], overall[def.key])),
       h("div", { class: "kpi-foot muted small" },
         h("span", {}, `上期 ${pct(previous[def.key])}`),
