@@ -126,6 +126,12 @@ def test_bulk_insert_stores_what_sqlalchemy_stores(tmp_path):
         }
         for i in range(4)
     ]
+    # a batch as large as the vectorised datetime path takes (microseconds, None, years)
+    for i in range(4, 140):
+        r = dict(rows[1], decision_id=f"d{i}", order_id=f"o{i}")
+        r["completed_at"] = None if i % 7 == 0 else t0 + dt.timedelta(days=300 * i, microseconds=i)
+        r["created_at"] = dt.datetime(2000 + i % 99, 12, 31, 23, 59, 59, 999999 - i, tzinfo=dt.UTC)
+        rows.append(r)
     dumps = []
     for bulk in (True, False):
         engine = make_engine(f"sqlite:///{tmp_path / f'{bulk}.db'}")
@@ -133,7 +139,7 @@ def test_bulk_insert_stores_what_sqlalchemy_stores(tmp_path):
         key = ("order_id", "input_hash", "model_version")
         with engine.begin() as conn:
             if bulk:
-                assert insert_ignore_many(conn, T.decisions, key, rows) == 4
+                assert insert_ignore_many(conn, T.decisions, key, rows) == len(rows)
                 assert insert_ignore_many(conn, T.decisions, key, rows[:1]) == 0  # duplicate
             else:
                 conn.execute(_insert_ignore(engine, T.decisions, *key), rows)
@@ -143,3 +149,22 @@ def test_bulk_insert_stores_what_sqlalchemy_stores(tmp_path):
         assert back["reasons"] == rows[1]["reasons"]
         assert back["model_versions"] == rows[1]["model_versions"]
     assert dumps[0] == dumps[1]
+
+
+def test_content_hash_text_is_unchanged():
+    """Stored input hashes are compared with new ones: the hashed text must never change."""
+    import datetime as dt
+
+    from serving.store.db import content_hash
+
+    row = {
+        "order_id": "O1",
+        "description": "电梯按钮失灵",
+        "reported_at": dt.datetime(2024, 4, 22, 5, 0, 36, tzinfo=dt.UTC),
+        "rating": 3,
+        "cost_yuan": 0.5,
+        "paid": True,
+        "parent_order_id": None,
+    }
+    # the digest of the first service version (json.dumps, sort_keys, ensure_ascii=False)
+    assert content_hash(row) == "cb025d3c9bc419b9dbaa1f7594533f2643c76c2bdfd8aeeea22abc4475925eca"

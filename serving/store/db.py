@@ -152,10 +152,18 @@ def _column_to_db(s: pd.Series) -> list[Any]:
 
 
 def content_hash(row: dict[str, Any]) -> str:
-    """SHA-256 of an order's contract fields: what "the same order" means for idempotency."""
+    """SHA-256 of an order's contract fields: what "the same order" means for idempotency.
+
+    The text hashed must never change (stored hashes are compared with new ones): it is
+    ``json.dumps(canon, sort_keys=True, ensure_ascii=False, default=str)``, through one
+    encoder built once (``json.dumps`` with options builds one per call).
+    """
     canon = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()}
-    blob = json.dumps(canon, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(_HASH_ENCODER.encode(canon).encode()).hexdigest()
+
+
+#: ``json.dumps(..., sort_keys=True, ensure_ascii=False, default=str)`` as an encoder object.
+_HASH_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _typed_frame(rows: Sequence[Any], table: Table) -> pd.DataFrame:
@@ -493,7 +501,12 @@ def insert_ignore_many(
     columns = []
     for c, conv in zip(order, convs, strict=True):
         values = [r[c] for r in rows]
-        columns.append(values if conv is None else [conv(v) for v in values])
+        if conv is None:
+            columns.append(values)
+        elif getattr(conv, "utc_text", False) and len(values) >= _VECTOR_ROWS:
+            columns.append(_utc_texts(values, conv))
+        else:
+            columns.append([conv(v) for v in values])
     if any(len(r) != len(cols) for r in rows):
         raise ValueError(f"{table.name}: rows of one insert must have the same columns")
     res = conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
@@ -541,8 +554,33 @@ def _sqlite_converter(type_: Any, dialect: Any) -> Any:
                 return v.isoformat(" ", "microseconds")[:26]
             return process(v)
 
+        to_text.utc_text = True  # type: ignore[attr-defined]
         return to_text
     return process
+
+
+#: From this many rows on, a datetime column is rendered to text vectorised (numpy).
+_VECTOR_ROWS = 64
+
+
+def _utc_texts(values: list[Any], conv: Any) -> list[Any]:
+    """``[conv(v) for v in values]`` for a column of UTC datetimes, ~4x faster.
+
+    Only when every value is None or a ``datetime`` in UTC (what the service writes), whose
+    SQLite text is its UTC wall clock; anything else goes through ``conv`` per value. The
+    microseconds are exact: whole seconds are rounded from ``timestamp()`` (error far below
+    0.5 s) and the microsecond field is added as an integer.
+    """
+    utc, datetime_type = dt.UTC, dt.datetime
+    present = [v for v in values if v is not None]
+    if not present or not all(type(v) is datetime_type and v.tzinfo is utc for v in present):
+        return [conv(v) for v in values]
+    micro = np.fromiter((v.microsecond for v in present), dtype=np.int64, count=len(present))
+    secs = np.fromiter((v.timestamp() for v in present), dtype=float, count=len(present))
+    us = np.round(secs - micro * 1e-6).astype(np.int64) * 1_000_000 + micro
+    texts = np.datetime_as_string(us.astype("datetime64[us]"), unit="us").tolist()
+    it = iter(texts)
+    return [None if v is None else next(it).replace("T", " ") for v in values]
 
 
 #: SQLAlchemy's default SQLite ``DATETIME`` storage format (what ``_sqlite_converter`` mirrors).
