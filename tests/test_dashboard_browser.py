@@ -550,6 +550,10 @@ def test_kpi_board_shows_the_five_kpis_of_the_report(browser, live, report_route
         if change is not None:
             got = re.search(r"([+-]?\d+\.\d) 个百分点", card.text)
             assert got and same_tenth(float(got.group(1)), change * 100), (k, card.text, change)
+    # the store holds completed orders only: 维修完成率 is "—" with the reason, not 100 %
+    assert report["kpis"]["overall"]["completion_rate"] is None
+    note = browser.find_element("css selector", '.kpi[data-kpi="completion_rate"] .kpi-note')
+    assert "use contract files" in note.text
     # the trend chart has one line per KPI and the community table one row per community
     lines = browser.find_elements("css selector", "#kpi-trend polyline")
     assert len(lines) == sum(
