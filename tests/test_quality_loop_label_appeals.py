@@ -192,3 +192,53 @@ def test_dissatisfaction_appeal_and_validation(loop):
     # an inspection appeal on the same order is independent of the label appeal
     assert store.appeals_frame()["inspection_id"].isna().all()
 
+
+def test_migration_0003_keeps_inspection_appeals_and_downgrades(tmp_path):
+    import datetime as dt
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from serving.store.db import MIGRATIONS_DIR
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url)
+
+    def migrate(fn, rev):
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            fn(cfg, rev)
+
+    migrate(command.upgrade, "0002")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO appeals (appeal_id, inspection_id, order_id, technician_id, reason, "
+                "status, submitted_at) VALUES ('AP-old', 7, 'WO1', 'T1', '非本次', 'pending', :t)"
+            ),
+            {"t": dt.datetime(2024, 5, 2, tzinfo=dt.UTC)},
+        )
+    upgrade(engine)  # 0002 -> head
+    store = Store(engine)
+    old = store.get_appeal("AP-old")
+    assert (old["target"], old["inspection_id"], old["rework_order_id"]) == ("inspection", 7, None)
+    with engine.begin() as conn:  # a label appeal has no inspection result
+        conn.execute(
+            T.appeals.insert().values(
+                appeal_id="AP-new",
+                target="rework",
+                order_id="WO2",
+                technician_id="T1",
+                reason="另一处故障",
+                status="pending",
+                submitted_at=dt.datetime(2024, 6, 1, tzinfo=dt.UTC),
+            )
+        )
+    migrate(command.downgrade, "0002")
+    with engine.connect() as conn:
+        ids = conn.execute(sa.text("SELECT appeal_id FROM appeals")).scalars().all()
+    assert ids == ["AP-old"]  # label appeals cannot exist before 0003
