@@ -544,6 +544,16 @@ def rectification_html(sec: dict[str, Any]) -> str:
             + "，".join(f"{e(k)} {v}" for k, v in a["by_status"].items())
             + "。</p>"
         )
+        zh = {"inspection": "质检结果", "rework": "返修认定", "dissatisfaction": "不满意认定"}
+        by_target = a.get("by_target") or {}
+        if by_target:
+            lo = a.get("labels_overridden") or {}
+            out.append(
+                "<p>按申诉对象："
+                + "，".join(f"{e(zh.get(k, k))} {v}" for k, v in by_target.items())
+                + f"。申诉成立改判的标签：返修 {lo.get('rework', 0)} 单，"
+                f"不满意 {lo.get('dissatisfied', 0)} 单（档案与再训练使用改判后的标签）。</p>"
+            )
     return "\n".join(out)
 
 

@@ -719,10 +719,18 @@ def rectification_section(
         out["appeals"] = _na("本数据源没有申诉记录。")
     else:
         st = a["status"].astype(str) if "status" in a else pd.Series([], dtype=str)
+        tg = a["target"].astype(str) if "target" in a else pd.Series([], dtype=str)
+        lab = inp.labels
         out["appeals"] = {
             "available": True,
             "total": int(len(a)),
             "by_status": {str(k): int(v) for k, v in st.value_counts().items()},
+            # inspection | rework | dissatisfaction; upheld label appeals override the labels
+            "by_target": {str(k): int(v) for k, v in tg.value_counts().items()},
+            "labels_overridden": {
+                k: int(lab[f"{k}_overridden"].sum()) if f"{k}_overridden" in lab else 0
+                for k in ("rework", "dissatisfied")
+            },
         }
     return out
 

@@ -310,7 +310,13 @@ def test_store_report_uses_label_overrides_and_has_no_meaningless_completion_rat
     store.label_overrides_frame = lambda: pd.DataFrame(
         {"order_id": [oid], "label": ["rework"], "value": [0], "source": ["AP1"]}
     )
+    store.appeals_frame = lambda: pd.DataFrame(
+        {"technician_id": [tech], "order_id": [oid], "status": ["upheld"], "target": ["rework"]}
+    )
     rep = build_report("2024-03-01", "2024-04-29", store=store)
+    appeals = rep["rectification"]["appeals"]
+    assert appeals["by_target"] == {"rework": 1}
+    assert appeals["labels_overridden"] == {"rework": 1, "dissatisfied": 0}
     before = base["technicians"]["technicians"][tech]["rework"]["observed"]
     assert rep["technicians"]["technicians"][tech]["rework"]["observed"] == before - 1
     assert rep["technicians"]["technicians"][tech]["labels_overridden"]["rework"] == 1
@@ -326,6 +332,7 @@ def test_store_report_uses_label_overrides_and_has_no_meaningless_completion_rat
     assert rep["kpis"]["overall"]["satisfaction_rate"] is not None
     page = render_html(rep)
     assert "use contract files" in page and "只保存已完工" in page
+    assert "返修认定 1" in page and "返修 1 单" in page
 
 
 def test_contract_report_applies_label_overrides_beside_the_orders(tmp_path):
