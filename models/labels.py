@@ -297,11 +297,12 @@ def apply_label_overrides(
       (``rework_order_id`` empty) and the order is a negative once its window closes (censored
       before, like any negative), known at the window's close.
     * ``rework`` = 1: a rework whatever the orders say, once the window closes; the repeat
-      link (if any) stays.
+      link (if any) stays, else ``rework_order_id`` is ``override:<source>`` (known at the
+      window's close) — the training targets count a rework by its link.
     * ``dissatisfied`` = 0/1: the label is set (its known-at is the follow-up time).
 
     The training targets (``models.estimators.labels_as_of``) read ``rework_order_id`` and
-    ``rework_known_at``, so the 0-override (what an upheld appeal produces) reaches them too.
+    ``rework_known_at``, so both kinds of rework override reach them too.
     """
     config = config or LabelConfig()
     out = labelled.copy()
@@ -341,8 +342,12 @@ def apply_label_overrides(
             if len(neg):
                 out.loc[neg, "rework_order_id"] = None
                 out.loc[neg, "rework_known_at"] = out.loc[neg, "completed_at"] + window
-            pos_rows = rows[(value == 1) & out.loc[rows, "rework_known_at"].isna().to_numpy()]
-            if len(pos_rows):
+            unlinked = (value == 1) & out.loc[rows, "rework_order_id"].isna().to_numpy()
+            if unlinked.any():
+                pos_rows = rows[unlinked]
+                out.loc[pos_rows, "rework_order_id"] = [
+                    f"override:{s if isinstance(s, str) and s else 'manual'}" for s in src[unlinked]
+                ]
                 out.loc[pos_rows, "rework_known_at"] = out.loc[pos_rows, "completed_at"] + window
         else:
             out.loc[rows, "dissatisfied"] = value

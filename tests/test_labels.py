@@ -291,3 +291,19 @@ def test_cli_label_applies_the_overrides_file_and_says_when_absent(tmp_path):
     ov.write_text("order_id,label,value\nWO000000,rework,-1\n", encoding="utf-8")
     r = label(tmp_path / "lab3", ov)
     assert r.exit_code != 0 and "label overrides row 1: value: '-1' is not 0 or 1" in r.output
+
+
+def test_overrides_reach_the_training_targets_both_ways():
+    """Training's as-of targets read the rework link: a 0-override drops it, a 1-override
+    without a repeat order gets one (``override:<source>``), so targets equal the labels."""
+    from models.estimators import labels_as_of
+
+    rows = [order(0, "U1", 0), order(1, "U1", 20), order(2, "U2", 0), order(3, "U9", 100)]
+    ov = overrides(("WO000000", "rework", 0, "AP1"), ("WO000002", "rework", 1, None))
+    lab = label_orders(typed(rows), overrides=ov)
+    got = by_id(lab)
+    assert got.loc["WO000002", "rework"] == 1.0
+    assert got.loc["WO000002", "rework_order_id"] == "override:manual"
+    end = lab["reported_at"].max()
+    targets = labels_as_of(lab, end, LabelConfig().rework_window_days)
+    pd.testing.assert_series_equal(targets["rework"], lab["rework"], check_names=False)
