@@ -537,3 +537,28 @@ def test_label_appeals_through_the_api(service):
     examples = str(spec["AppealIn"]["examples"])
     assert "'target': 'rework'" in examples and "不是同一故障" in examples
     assert "'target': 'dissatisfaction'" in examples
+
+
+def test_concurrent_label_appeals_leave_one_open(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, keys, _, _, store = service
+    facts = store.order_facts(store.orders_frame()["order_id"])
+    appealed = set(store.appeals_frame()["order_id"])
+    oid = next(o for o, f in facts.items() if f["technician_id"] and o not in appealed)
+    store.add_followups(
+        [{"order_id": oid, "complaint": True, "followed_up_at": facts[oid]["completed_at"]}]
+    )
+    appeal = {
+        "target": "dissatisfaction",
+        "order_id": oid,
+        "technician_id": facts[oid]["technician_id"],
+        "reason": "投诉内容是物业费，与维修无关",
+    }
+
+    def post(_):
+        return client.post("/v1/appeals", json=appeal, headers=auth(keys["system"]))
+
+    with ThreadPoolExecutor(8) as ex:
+        codes = sorted(r.status_code for r in ex.map(post, range(8)))
+    assert codes == [201] + [409] * 7
