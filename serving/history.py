@@ -619,18 +619,32 @@ class IncrementalHistory:
         """New first reports of homes; returns the earliest changed time (inf: none)."""
         rows, firsts, delta = self.rows, self.firsts[name], self.deltas[name]
         tau = np.inf
-        for r in new_rows.tolist():
-            u, k, t = int(rows["unit"][r]), int(rows[key][r]), float(rows["t_rep"][r])
-            if u < 0 or k < 0 or np.isnan(t):
+        keys = rows[key]
+        units, ks, ts = (rows["unit"][new_rows], keys[new_rows], rows["t_rep"][new_rows])
+        # the index's rows are a sum of weighted events: gathered here and added in two calls
+        # (one per weight) instead of two ``add`` calls per new first (10k orders: 10-20k)
+        retract: tuple[list[int], list[float]] = ([], [])
+        first: tuple[list[int], list[float]] = ([], [])
+        for r, u, k, t in zip(
+            new_rows.tolist(), units.tolist(), ks.tolist(), ts.tolist(), strict=True
+        ):
+            u, k = int(u), int(k)
+            if u < 0 or k < 0 or t != t:
                 continue
             cur = firsts.get(u)
             if cur is not None and cur[0] <= t:
                 continue  # an earlier (or tied, stored first) report stays the first
             if cur is not None:
-                delta.add(np.array([rows[key][cur[1]]]), np.array([cur[0]]), {}, -1)
-            delta.add(np.array([k]), np.array([t]), {}, +1)
+                retract[0].append(int(keys[cur[1]]))
+                retract[1].append(cur[0])
+            first[0].append(k)
+            first[1].append(t)
             firsts[u] = (t, r)
             tau = min(tau, t)
+        if retract[0]:
+            delta.add(np.array(retract[0], dtype=np.int64), np.array(retract[1]), {}, -1)
+        if first[0]:
+            delta.add(np.array(first[0], dtype=np.int64), np.array(first[1]), {}, +1)
         return tau
 
     def _add_complaints(self, orders: pd.DataFrame) -> None:
