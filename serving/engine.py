@@ -20,6 +20,7 @@ import bisect
 import datetime as dt
 import gc
 import logging
+import os
 import queue
 import threading
 import time
@@ -308,6 +309,20 @@ def _db_values(s: pd.Series) -> list[Any] | None:
     if dtype == np.float64:
         return [None if v != v else v for v in s.to_numpy().tolist()]
     return None
+
+
+def _uuid4_hexes(n: int) -> list[str]:
+    """``[uuid.uuid4().hex for _ in range(n)]`` from one ``os.urandom`` call (10k: ~30 -> 3 ms).
+
+    Random UUIDs as RFC 4122 version 4 (the version and variant bits set as ``uuid4`` does).
+    """
+    if n == 1:
+        return [uuid.uuid4().hex]
+    b = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    b[:, 6] = (b[:, 6] & 0x0F) | 0x40
+    b[:, 8] = (b[:, 8] & 0x3F) | 0x80
+    text = b.tobytes().hex()
+    return [text[32 * i : 32 * (i + 1)] for i in range(n)]
 
 
 def _strs(s: pd.Series) -> np.ndarray:
@@ -692,6 +707,7 @@ class Scorer:
         model_codes = self._model_flags(scores, orders)
         now = utcnow()
         out = []
+        decision_ids = _uuid4_hexes(len(orders))
         # column lists once: per-row DataFrame access costs ~30 us per cell
         done_utc = _db_values(orders["completed_at"]) or [None] * len(orders)
         communities = _strs(orders["community_id"]).tolist()
@@ -706,7 +722,7 @@ class Scorer:
             done = done_utc[i]
             out.append(
                 {
-                    "decision_id": uuid.uuid4().hex,
+                    "decision_id": decision_ids[i],
                     "order_id": ids[i],
                     "input_hash": hashes[i],
                     "model_version": served.identity.tag,

@@ -380,3 +380,16 @@ def test_request_latency_is_labelled_by_route_and_status(service):
     text = client.get("/metrics").text
     assert 'repairqc_request_seconds_count{method="GET",route="/health",status="200"}' in text
     assert 'route="unmatched",status="404"' in text
+
+
+def test_batch_decision_ids_are_random_uuid4():
+    """Decision ids of a batch come from one urandom call: still distinct version-4 UUIDs."""
+    import uuid
+
+    from serving.engine import _uuid4_hexes
+
+    ids = _uuid4_hexes(2000)
+    assert len(set(ids)) == 2000 and _uuid4_hexes(0) == []
+    for h in ids[:200] + _uuid4_hexes(1):
+        u = uuid.UUID(h)
+        assert u.hex == h and u.version == 4 and u.variant == uuid.RFC_4122

@@ -15,11 +15,12 @@ from typing import Any
 import orjson
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from pydantic import TypeAdapter
 
 from models.schemas import ORDERS, TECHNICIANS, UNITS, Table
 from models.validation import REASON, SOURCE_ROW, validate_records
 from serving.deps import get_state, require
-from serving.schemas import Decision, Rejected, ScoreRequest, ScoreResponse
+from serving.schemas import Decision, OrderIn, Rejected, ScoreRequest, ScoreResponse
 from serving.state import ServiceState
 from serving.store import tables as T
 from serving.store.db import frame_rows
@@ -29,6 +30,8 @@ router = APIRouter()
 #: Requests of at most this many orders go through the scorer's coalescer (big batches are
 #: already batches; they are scored on their own request thread).
 COALESCE_MAX_ORDERS = 32
+#: The parsed orders back as dicts in one call (``model_dump`` per order: ~3x the time).
+_ORDERS_DUMP = TypeAdapter(list[OrderIn])  # type: ignore[valid-type]
 
 
 def _errors(raw: list[dict[str, Any]], table: Table) -> tuple[pd.DataFrame, list[Rejected]]:
@@ -112,7 +115,7 @@ def score(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"orders: 1 to {limit} orders per request (got {n})",
         )
-    raw = [o.model_dump() for o in body.orders]
+    raw = _ORDERS_DUMP.dump_python(body.orders)
     if n <= COALESCE_MAX_ORDERS and not body.technicians and not body.units:
         # validated and scored together with concurrent small requests; None: some order is
         # invalid, and the request takes the path below (validated alone, exact messages)
