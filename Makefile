@@ -37,11 +37,10 @@ pipeline: install ## Run the whole DVC pipeline on the embedded default data (dv
 	@$(BIN)/python -c "import json; m = json.load(open('data/evaluation/metrics.json')); \
 	[print(f'  {h:<13} AUC {m[h+\"_auc\"]:.3f} (rule {m[h+\"_rule_auc\"]:.3f}, logreg {m[h+\"_logreg_auc\"]:.3f}, oracle {m.get(h+\"_oracle_auc\", float(\"nan\")):.3f})  ECE {m[h+\"_ece\"]:.3f}  lift@10% {m[h+\"_lift_top10\"]:.2f}') for h in ('rework', 'dissatisfied')]"
 
-run: pipeline ## Install, run the pipeline on the embedded data, then print where everything is
-	@if $(BIN)/repairqc serve --help >/dev/null 2>&1; then \
-	  echo "Serving on http://127.0.0.1:$(PORT) (docs: http://127.0.0.1:$(PORT)/docs)"; \
-	  REPAIRQC_DEV_MODE=1 $(BIN)/repairqc serve --port $(PORT); \
-	else echo "The scoring API is not built yet: the pipeline outputs above are the result."; fi
+run: pipeline ## Install, run the pipeline on the embedded data, then serve the API + dashboard (dev mode)
+	@echo "Serving on http://127.0.0.1:$(PORT): dashboard /dashboard, API docs /docs (dev mode)."
+	@echo "API keys: $(BIN)/repairqc keys create --role quality|system|admin (printed once)."
+	REPAIRQC_DEV_MODE=1 $(BIN)/repairqc serve --port $(PORT)
 
 test: install ## Install if needed and run the whole test suite (incl. slow tests)
 	$(BIN)/python -m pytest
