@@ -8,7 +8,7 @@ import pytest
 
 from models.features import FeatureConfig, build_history, features_for
 from models.labels import dissatisfied_labels
-from serving.history import IncrementalHistory, dissatisfied
+from serving.history import DeltaIndex, IncrementalHistory, dissatisfied
 from tests.synth_orders import make_orders
 
 
@@ -25,12 +25,16 @@ def _same_features(inc: IncrementalHistory, full, orders: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_appended_orders_give_the_features_of_a_full_rebuild(data, shuffle):
+@pytest.mark.parametrize(("shuffle", "recent_rows"), [(False, 256), (True, 256), (True, 8)])
+def test_appended_orders_give_the_features_of_a_full_rebuild(
+    data, shuffle, recent_rows, monkeypatch
+):
     """Orders arrive one by one and in batches (in completion order, or late and out of
     order): after each append, the features of the batch itself and of the next orders equal
     those computed from a history rebuilt from scratch — including reworks of earlier orders
     that the new ones reveal, first reports of homes and the technicians' case mix."""
+    # recent_rows=8: the delta indexes spill and merge their levels many times per append
+    monkeypatch.setattr(DeltaIndex, "RECENT_ROWS", recent_rows)
     done, techs, units = data
     cfg = FeatureConfig()
     stream = done.iloc[450:]
@@ -52,6 +56,11 @@ def test_appended_orders_give_the_features_of_a_full_rebuild(data, shuffle):
         _same_features(inc, full, chunk)
         _same_features(inc, full, stream.iloc[pos : pos + 5])
     assert inc.appended == pos
+    if recent_rows == 8:  # several indexed levels, each at most 1/GROWTH of the one before
+        sizes = [[len(lv) for lv in d.levels[:-1]] for d in inc.deltas.values()]
+        assert max(len(z) for z in sizes) >= 2
+        for z in sizes:
+            assert all(b * DeltaIndex.GROWTH <= a for a, b in zip(z, z[1:], strict=False))
 
 
 def test_parent_links_and_new_homes_are_history_at_once(data):
