@@ -133,8 +133,14 @@ def slice_metrics(
 
 
 def roc_points(y: Sequence[float], p: Sequence[float], n: int = 101) -> pd.DataFrame:
-    """ROC curve thinned to about ``n`` points (for DVC plots)."""
+    """ROC curve thinned to about ``n`` points (for DVC plots); empty without both classes.
+
+    A short ``train --until`` history can leave a test slice whose labels are all still
+    censored: the evaluation then says so (NaN metrics) instead of failing the training.
+    """
     y, p = _clean(y, p)
+    if len(np.unique(y)) < 2:
+        return pd.DataFrame({"fpr": pd.Series(dtype=float), "tpr": pd.Series(dtype=float)})
     fpr, tpr, _ = roc_curve(y, p)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(n, len(fpr))).astype(int))
     return pd.DataFrame({"fpr": fpr[keep], "tpr": tpr[keep]})

@@ -74,6 +74,13 @@ def evaluate_scored(
     for head in HEADS:
         y = test[head]
         model = test[f"{head}__model"]
+        if y.dropna().nunique() < 2:
+            log.warning(
+                "%s: the test slice has %d known labels of one class or none (censored at the "
+                "cut-off?): its metrics are NaN",
+                head,
+                int(y.notna().sum()),
+            )
         for k, v in M.summary(y, model).items():
             metrics[f"{head}_{k}"] = v
         metrics[f"{head}_rule_auc"] = M.auc(y, test["rule"])

@@ -294,3 +294,27 @@ def test_recent_intercept_matches_the_newest_calibration_rate(trained):
     newest = cal[cal["completed_at"] >= cal["completed_at"].max() - pd.Timedelta(days=30)]
     p = m.heads["rework"].predict_proba(newest[m.feature_names])
     assert abs(p.mean() - newest["rework"].mean()) < 1e-6
+
+
+def test_evaluation_of_a_fully_censored_test_slice_is_nan_not_an_error():
+    from pipelines.evaluate import evaluate_scored
+
+    n = 50
+    rng = np.random.default_rng(0)
+    test = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(n)],
+            "community_id": "C1",
+            "category": "plumbing",
+            "rule": rng.integers(0, 2, n).astype(float),
+            "rework": np.nan,  # every rework window still open at the cut-off
+            "dissatisfied": rng.integers(0, 2, n).astype(float),
+        }
+    )
+    for head in ("rework", "dissatisfied"):
+        test[f"{head}__model"] = rng.random(n)
+        test[f"{head}__logreg"] = rng.random(n)
+    metrics, plots, _ = evaluate_scored(test)
+    assert np.isnan(metrics["rework_auc"]) and metrics["rework_n"] == 0
+    assert plots["rework_roc"].empty
+    assert 0 <= metrics["dissatisfied_auc"] <= 1 and len(plots["dissatisfied_roc"])
