@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from models.estimators import HEADS, TrainConfig, fit_risk_model, training_frame
 from models.features import FeatureConfig
@@ -13,6 +14,12 @@ from models.schemas import ORDERS
 from tests.synth_orders import make_orders
 
 SECRET = "unit-test-sampling-secret-0123456789abcdef"
+#: The shipped policy's version: stored with every decision (read, so a bump needs no test edit).
+POLICY_VERSION = str(
+    yaml.safe_load((Path(__file__).parents[1] / "serving" / "policy.yaml").read_text("utf-8"))[
+        "version"
+    ]
+)
 FAST = TrainConfig.from_dict(
     {"heads": {h: {"num_boost_round": 40} for h in HEADS}, "num_threads": 1}
 )

@@ -18,6 +18,7 @@ from serving.store import tables as T
 from serving.store.db import MIGRATIONS_DIR, Store, content_hash, frame_rows, make_engine, upgrade
 from serving.store.quality import ConflictError, InvalidError, NotFoundError
 from tests.contract_rows import good_order
+from tests.serving_fixtures import POLICY_VERSION
 
 UTC = dt.UTC
 
@@ -50,7 +51,7 @@ def add_decision(store: Store, order_id: str, **kw) -> str:
         "input_hash": kw.pop("input_hash", "h" * 64),
         "model_version": kw.pop("model_version", "m/1"),
         "model_versions": {"rework": "1", "dissatisfied": "1"},
-        "policy_version": "2025.1",
+        "policy_version": POLICY_VERSION,
         "rework_risk": 0.2,
         "dissatisfaction_prob": 0.1,
         "risk_level": "medium",

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from serving.config import Settings
 from serving.main import create_app
 from serving.store.db import Store, make_engine
-from tests.serving_fixtures import SECRET, payload, train_model_dir
+from tests.serving_fixtures import POLICY_VERSION, SECRET, payload, train_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +80,7 @@ def test_model_info(service):
     info = r.json()
     assert info["version"].startswith("dir-")
     assert set(info["heads"]) == {"rework", "dissatisfied"}
-    assert info["policy_version"] == "2025.1"
+    assert info["policy_version"] == POLICY_VERSION
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,7 @@ def test_score_happy_path_and_idempotency(service):
         assert d["mandatory_inspection"] == bool(d["inspection_reasons"])
         assert all(f["source"] in ("rule", "model") for f in d["inspection_reasons"])
         assert d["reasons"] and all(x["code"] and x["text"] for x in d["reasons"])
-        assert d["policy_version"] == "2025.1" and not d["replayed"]
+        assert d["policy_version"] == POLICY_VERSION and not d["replayed"]
     again = client.post("/v1/score", json=body, headers=auth(keys["system"])).json()["decisions"]
     assert [d["decision_id"] for d in again] == [d["decision_id"] for d in ds]
     assert all(d["replayed"] for d in again)
@@ -307,7 +307,7 @@ def test_outcomes_and_policy(service):
     assert r.status_code == 200, r.text
     assert r.json()["recorded"] == 1
     pol = client.get("/v1/admin/policy", headers=auth(keys["admin"])).json()
-    assert pol["version"] == "2025.1" and 0 < pol["sampling_base"] < 1
+    assert pol["version"] == POLICY_VERSION and 0 < pol["sampling_base"] < 1
 
 
 def test_reload_refuses_a_broken_model_and_keeps_serving(service):
