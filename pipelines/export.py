@@ -39,7 +39,7 @@ import pandas as pd
 
 from models.labels import LABEL_OVERRIDES_FILE
 from models.schemas import ORDERS, TECHNICIANS, UNITS
-from serving.store.quality import FOLLOWUP_TO_ORDER
+from serving.store.quality import DECISION_COLUMNS, FOLLOWUP_TO_ORDER
 
 #: Columns of ``inspections.csv`` (list fields are ``;``-joined like the contract's lists).
 INSPECTION_EXPORT_COLUMNS = [
@@ -65,22 +65,10 @@ INSPECTION_EXPORT_COLUMNS = [
     "inclusion_probability",
     "draw_u",
 ]
+#: The store's decision columns, order id first; the reasons (JSON for the API) stay in the store.
 DECISION_EXPORT_COLUMNS = [
     "order_id",
-    "decision_id",
-    "community_id",
-    "completed_at",
-    "created_at",
-    "model_version",
-    "policy_version",
-    "rework_risk",
-    "dissatisfaction_prob",
-    "risk_level",
-    "mandatory_inspection",
-    "inspection_reasons",
-    "third_party_sample",
-    "inclusion_probability",
-    "draw_u",
+    *(c for c in DECISION_COLUMNS if c not in ("order_id", "reasons")),
 ]
 
 
