@@ -700,19 +700,20 @@ class QualityLoopStore:
     def get_rectification(self, rectification_id: str, now: dt.datetime | None = None) -> dict:
         """One item with its derived status and its event history (404 if unknown)."""
         with self.engine.connect() as conn:
-            r = (
-                conn.execute(
-                    sa.select(T.rectifications).where(
-                        T.rectifications.c.rectification_id == rectification_id
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if r is None:
-                raise NotFoundError(f"rectification {rectification_id} does not exist")
+            r = self._rectification_row(conn, rectification_id)
             events = self._events(conn, rectification_id)
         return {**_rect_view(dict(r), now), "history": events}
+
+    @staticmethod
+    def _rectification_row(conn: Connection, rectification_id: str) -> Any:
+        """The stored item (a row mapping); NotFoundError (404) when there is none."""
+        q = sa.select(T.rectifications).where(
+            T.rectifications.c.rectification_id == rectification_id
+        )
+        r = conn.execute(q).mappings().first()
+        if r is None:
+            raise NotFoundError(f"rectification {rectification_id} does not exist")
+        return r
 
     def _events(self, conn: Connection, rectification_id: str) -> list[dict[str, Any]]:
         e = T.rectification_events.c
@@ -753,17 +754,7 @@ class QualityLoopStore:
         """
         now = _now()
         with self.engine.begin() as conn:
-            r = (
-                conn.execute(
-                    sa.select(T.rectifications).where(
-                        T.rectifications.c.rectification_id == rectification_id
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if r is None:
-                raise NotFoundError(f"rectification {rectification_id} does not exist")
+            r = self._rectification_row(conn, rectification_id)
             cur = dict(r)
             new: dict[str, Any] = {}
             for k in ("title", "owner", "cause_category", "cause_defect_code"):
