@@ -116,3 +116,30 @@ def test_dissatisfied_matches_the_label_definition(data):
     orders.loc[orders.index[:20], "status"] = "cancelled"
     expected = dissatisfied_labels(orders, FeatureConfig().label_config())["dissatisfied"]
     np.testing.assert_array_equal(dissatisfied(orders, FeatureConfig()), expected.to_numpy())
+
+
+@pytest.mark.parametrize("fanout", [2, 3])
+def test_appended_frames_are_merged_without_changing_rows_or_features(data, fanout, monkeypatch):
+    """The kept frames are merged in levels (fewer objects for the cyclic GC): their rows stay
+    exactly the appended ones in order, their number stays bounded, features equal a rebuild."""
+    import serving.history as H
+
+    monkeypatch.setattr(H, "FRAME_FANOUT", fanout)
+    done, techs, units = data
+    cfg = FeatureConfig()
+    inc = IncrementalHistory(done.iloc[:450], techs, units, cfg)
+    seen = [done.iloc[:450]]
+    pos, most = 450, 0
+    sizes = [1] * 40 + [3, 1, 7, 1, 1, 20, 2] * 4
+    for size in sizes:
+        chunk = done.iloc[pos : pos + size]
+        pos += size
+        inc.append(chunk)
+        seen.append(chunk)
+        most = max(most, len(inc.frames))
+        assert len(inc.frames) - 1 <= 4 * fanout + fanout  # bounded, never one per request
+    kept = pd.concat(inc.frames, ignore_index=True)
+    pd.testing.assert_frame_equal(kept, pd.concat(seen, ignore_index=True))
+    assert most < len(sizes) // 2
+    full = build_history(kept, technicians=techs, units=units, config=cfg)
+    _same_features(inc, full, done.iloc[pos : pos + 20])
