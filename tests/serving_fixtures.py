@@ -10,7 +10,7 @@ import yaml
 
 from models.estimators import HEADS, TrainConfig, fit_risk_model, training_frame
 from models.features import FeatureConfig
-from models.schemas import ORDERS
+from models.schemas import ORDERS, TECHNICIANS, UNITS
 from tests.synth_orders import make_orders
 
 SECRET = "unit-test-sampling-secret-0123456789abcdef"
@@ -43,3 +43,52 @@ def payload(orders: pd.DataFrame) -> list[dict[str, Any]]:
         out[c] = out[c].dt.strftime("%Y-%m-%d %H:%M:%S")
     out = out.astype(object).where(out.notna(), None)
     return out.to_dict("records")
+
+
+def auth(key: str) -> dict[str, str]:
+    """The request header of an API key."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def served_settings(root: Path, seed: int = 11) -> tuple[Any, str, pd.DataFrame]:
+    """A service on a fresh SQLite store in ``root`` serving a tiny trained model.
+
+    Returns its settings, the store URL and the model's completed orders by completion time
+    (what the tests score through the API).
+    """
+    import shutil
+
+    from serving.config import Settings
+
+    model_dir, orders = train_model_dir(root / "model", seed=seed)
+    done = orders[orders["status"] == "completed"].sort_values("completed_at")
+    url = f"sqlite:///{root / 'audit.db'}"
+    served = root / "served"
+    shutil.copytree(model_dir, served)
+    settings = Settings(
+        sampling_secret=SECRET,
+        database_url=url,
+        model_dir=served,
+        history_refresh_seconds=0,
+        reference_orders=200,
+    )
+    return settings, url, done
+
+
+def operation_store(path: Path) -> tuple[str, Any, pd.DataFrame]:
+    """A migrated SQLite store in ``path`` holding a synthetic operation: completed orders
+    (rework links recorded on arrival), technicians and units. Returns URL, store, orders."""
+    from serving.store import tables as T
+    from serving.store.db import Store, content_hash, frame_rows, make_engine, upgrade
+
+    url = f"sqlite:///{path / 'store.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    store = Store(engine)
+    orders, techs, units, _ = make_orders(600, seed=3, days=120, n_tech=8, n_units=80)
+    done = orders[orders["status"] == "completed"].reset_index(drop=True)
+    rows = frame_rows(done, ORDERS)
+    store.upsert_orders(rows, [content_hash(r) for r in rows])
+    store.upsert_side(T.technicians, TECHNICIANS, frame_rows(techs, TECHNICIANS))
+    store.upsert_side(T.units, UNITS, frame_rows(units, UNITS))
+    return url, store, done

@@ -10,25 +10,14 @@ from typer.testing import CliRunner
 
 from models.schemas import ORDERS, TECHNICIANS, UNITS
 from pipelines.cli import app
-from serving.store import tables as T
-from serving.store.db import Store, content_hash, frame_rows, make_engine, upgrade
-from tests.synth_orders import make_orders
+from tests.serving_fixtures import operation_store
 from tests.test_quality_loop_store import add_decision
 
 
 @pytest.fixture()
 def filled(tmp_path):
     """A store holding a synthetic operation: orders, master data, decisions, outcomes."""
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    store = Store(engine)
-    orders, techs, units, _ = make_orders(600, seed=3, days=120, n_tech=8, n_units=80)
-    done = orders[orders["status"] == "completed"].reset_index(drop=True)
-    rows = frame_rows(done, ORDERS)
-    store.upsert_orders(rows, [content_hash(r) for r in rows])
-    store.upsert_side(T.technicians, TECHNICIANS, frame_rows(techs, TECHNICIANS))
-    store.upsert_side(T.units, UNITS, frame_rows(units, UNITS))
+    url, store, done = operation_store(tmp_path)
     for oid in done["order_id"].iloc[:40]:
         add_decision(store, oid, inclusion_probability=0.25, draw_u=0.1, third_party_sample=True)
     return url, store, done

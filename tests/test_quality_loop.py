@@ -6,17 +6,15 @@ Every route: happy path, invalid input (exact message), 401 and 403.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import time
 
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.config import Settings
 from serving.main import create_app
 from serving.store.db import Store, make_engine
-from tests.serving_fixtures import SECRET, payload, train_model_dir
+from tests.serving_fixtures import auth, payload, served_settings
 
 FMT = "%Y-%m-%d %H:%M:%S"
 
@@ -24,18 +22,7 @@ FMT = "%Y-%m-%d %H:%M:%S"
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     root = tmp_path_factory.mktemp("qloop")
-    model_dir, orders = train_model_dir(root / "model", seed=5)
-    done = orders[orders["status"] == "completed"].sort_values("completed_at")
-    url = f"sqlite:///{root / 'audit.db'}"
-    served = root / "served"
-    shutil.copytree(model_dir, served)
-    settings = Settings(
-        sampling_secret=SECRET,
-        database_url=url,
-        model_dir=served,
-        history_refresh_seconds=0,
-        reference_orders=200,
-    )
+    settings, url, done = served_settings(root, seed=5)
     with TestClient(create_app(settings)) as client:
         store = Store(make_engine(url))
         keys = {role: store.create_key(role)[1] for role in ("system", "quality", "admin")}
@@ -44,10 +31,6 @@ def service(tmp_path_factory):
         assert r.status_code == 200, r.text[:300]
         decisions = pd.DataFrame(r.json()["decisions"])
         yield client, keys, done, decisions, store
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def after(order: pd.Series, hours: float) -> str:

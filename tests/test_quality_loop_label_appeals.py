@@ -13,27 +13,17 @@ from typer.testing import CliRunner
 
 from models.dossiers import DossierConfig, technician_dossiers
 from models.labels import LABEL_OVERRIDE_COLUMNS, label_orders
-from models.schemas import ORDERS, TECHNICIANS, UNITS
 from pipelines.cli import app
 from serving.store import tables as T
-from serving.store.db import Store, content_hash, frame_rows, make_engine, upgrade
+from serving.store.db import Store, make_engine, upgrade
 from serving.store.quality import ConflictError, InvalidError, NotFoundError
-from tests.synth_orders import make_orders
+from tests.serving_fixtures import operation_store
 
 
 @pytest.fixture()
 def loop(tmp_path):
     """A store holding a synthetic operation (rework links are recorded on arrival)."""
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    store = Store(engine)
-    orders, techs, units, _ = make_orders(600, seed=3, days=120, n_tech=8, n_units=80)
-    done = orders[orders["status"] == "completed"].reset_index(drop=True)
-    rows = frame_rows(done, ORDERS)
-    store.upsert_orders(rows, [content_hash(r) for r in rows])
-    store.upsert_side(T.technicians, TECHNICIANS, frame_rows(techs, TECHNICIANS))
-    store.upsert_side(T.units, UNITS, frame_rows(units, UNITS))
+    url, store, _ = operation_store(tmp_path)
     return url, store
 
 

@@ -4,7 +4,6 @@ same JSON as ``repairqc report`` over the same store."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,10 +11,9 @@ from typer.testing import CliRunner
 
 from models.kpis import KPI_NAMES
 from pipelines.cli import app as cli
-from serving.config import Settings
 from serving.main import create_app
 from serving.store.db import Store, make_engine
-from tests.serving_fixtures import SECRET, payload, train_model_dir
+from tests.serving_fixtures import auth, payload, served_settings
 
 #: The module trains a tiny model and scores ~3,800 orders through the API (~10 s of setup).
 pytestmark = pytest.mark.slow
@@ -37,28 +35,13 @@ SECTIONS = (
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report_api")
-    model_dir, orders = train_model_dir(tmp / "model")
-    done = orders[orders["status"] == "completed"].sort_values("completed_at")
-    url = f"sqlite:///{tmp / 'audit.db'}"
-    served = tmp / "served"
-    shutil.copytree(model_dir, served)
-    settings = Settings(
-        sampling_secret=SECRET,
-        database_url=url,
-        model_dir=served,
-        history_refresh_seconds=0,
-        reference_orders=200,
-    )
+    settings, url, done = served_settings(tmp)
     with TestClient(create_app(settings)) as client:
         store = Store(make_engine(url))
         keys = {role: store.create_key(role)[1] for role in ("system", "quality", "admin")}
         r = client.post("/v1/score", json={"orders": payload(done)}, headers=auth(keys["system"]))
         assert r.status_code == 200, r.text[:500]
-        yield client, keys, url, served
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+        yield client, keys, url, settings.model_dir
 
 
 def test_auth_401_and_403(service):

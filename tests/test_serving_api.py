@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from serving.config import Settings
 from serving.main import create_app
 from serving.store.db import Store, make_engine
-from tests.serving_fixtures import POLICY_VERSION, SECRET, payload, train_model_dir
+from tests.serving_fixtures import POLICY_VERSION, SECRET, auth, payload, train_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -47,10 +47,6 @@ def service(trained, tmp_path_factory):
         r = client.post("/v1/score", json={"orders": hist}, headers=auth(keys["system"]))
         assert r.status_code == 200, r.text[:500]
         yield client, keys, done.iloc[-200:], served_dir
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def test_settings_refuse_to_start_without_secret(monkeypatch):
