@@ -81,6 +81,23 @@ def concurrent(fn, items, workers: int) -> float:
     return time.perf_counter() - t0
 
 
+def sequential(client, rows: list[dict], pid: int, prefix: str) -> dict[str, float]:
+    """``SEQUENTIAL`` one-order requests in a row (fresh ids): p50/p99 and server CPU each."""
+    lat = []
+    cpu0 = cpu_seconds(pid)
+    for i in range(SEQUENTIAL):
+        o = rows[i % len(rows)] | {"order_id": f"{rows[i % len(rows)]['order_id']}-{i}"}
+        t0 = time.perf_counter()
+        client.post("/v1/score", json={"orders": [o]}).raise_for_status()
+        lat.append(time.perf_counter() - t0)
+    lat_ms = np.array(lat) * 1000
+    return {
+        f"{prefix}_cpu_ms": 1000 * (cpu_seconds(pid) - cpu0) / SEQUENTIAL,
+        f"{prefix}_p50_ms": float(np.percentile(lat_ms, 50)),
+        f"{prefix}_p99_ms": float(np.percentile(lat_ms, 99)),
+    }
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_serving_"))
     model_dir, orders = train_model_dir(tmp / "model")
@@ -127,18 +144,7 @@ def main() -> None:
                     break
                 time.sleep(0.5)
             time.sleep(1.0)
-            rows = payload(fresh(recent, "-seq"))
-            lat = []
-            cpu0 = cpu_seconds(server.pid)
-            for i in range(SEQUENTIAL):
-                o = rows[i % len(rows)] | {"order_id": f"{rows[i % len(rows)]['order_id']}-{i}"}
-                t0 = time.perf_counter()
-                c.post("/v1/score", json={"orders": [o]}).raise_for_status()
-                lat.append(time.perf_counter() - t0)
-            results["seq_cpu_ms"] = 1000 * (cpu_seconds(server.pid) - cpu0) / SEQUENTIAL
-            lat_ms = np.array(lat) * 1000
-            results["seq_p50_ms"] = float(np.percentile(lat_ms, 50))
-            results["seq_p99_ms"] = float(np.percentile(lat_ms, 99))
+            results |= sequential(c, payload(fresh(recent, "-seq")), server.pid, "seq")
 
         conc_rows = payload(fresh(recent, "-conc"))
         items = [
@@ -165,18 +171,7 @@ def main() -> None:
         # history's delta grows until ``history_merge_orders`` (5,000), and a request late in
         # that period must cost what an early one does
         with httpx.Client(base_url=base, headers=head, timeout=120) as c:
-            rows = payload(fresh(recent, "-late"))
-            lat = []
-            cpu0 = cpu_seconds(server.pid)
-            for i in range(SEQUENTIAL):
-                o = rows[i % len(rows)] | {"order_id": f"{rows[i % len(rows)]['order_id']}-{i}"}
-                t0 = time.perf_counter()
-                c.post("/v1/score", json={"orders": [o]}).raise_for_status()
-                lat.append(time.perf_counter() - t0)
-            results["late_seq_cpu_ms"] = 1000 * (cpu_seconds(server.pid) - cpu0) / SEQUENTIAL
-            lat_ms = np.array(lat) * 1000
-            results["late_seq_p50_ms"] = float(np.percentile(lat_ms, 50))
-            results["late_seq_p99_ms"] = float(np.percentile(lat_ms, 99))
+            results |= sequential(c, payload(fresh(recent, "-late")), server.pid, "late_seq")
 
         big = fresh(done.sample(BATCH, replace=True, random_state=1).reset_index(drop=True), "")
         big["order_id"] = [f"B{i:06d}" for i in range(BATCH)]
