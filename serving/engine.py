@@ -425,13 +425,17 @@ class Coalescer:
         return self._submit(_Job(orders, None, rescore, set(orders["order_id"]), len(orders)))
 
     def submit_raw(
-        self, raw: list[dict[str, Any]], rescore: bool
+        self, raw: list[dict[str, Any]], rescore: bool, flush_later: bool = False
     ) -> tuple[list[dict[str, Any]], list[bool]] | None:
-        """Validate and score contract order dicts; None when any of them is invalid."""
-        ids = {str(o.get("order_id")) for o in raw}
-        return self._submit(_Job(None, raw, rescore, ids, len(raw)))
+        """Validate and score contract order dicts; None when any of them is invalid.
 
-    def _submit(self, job: _Job) -> Any:
+        ``flush_later``: the caller calls ``Scorer.flush()`` itself once its response is sent
+        (the deferred history append then neither delays nor competes with the response).
+        """
+        ids = {str(o.get("order_id")) for o in raw}
+        return self._submit(_Job(None, raw, rescore, ids, len(raw)), flush_later)
+
+    def _submit(self, job: _Job, flush_later: bool = False) -> Any:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="scorer", daemon=True)
@@ -448,7 +452,8 @@ class Coalescer:
                     self._run([job], flush=False)
                 finally:
                     self._busy.release()
-                self._queue.put(_FLUSH)  # the deferred history append, on the scoring thread
+                if not flush_later:  # the deferred history append, on the scoring thread
+                    self._queue.put(_FLUSH)
                 return job.future.result()
             self._queue.put(job)
             return job.future.result()

@@ -60,20 +60,30 @@ class _Observe:
             return
         t0 = time.perf_counter()
         status = 500
+        observed = False
+
+        def observe() -> None:
+            nonlocal observed
+            observed = True
+            path = getattr(scope.get("route"), "path", "unmatched")
+            scope["app"].state.metrics.latency.labels(path, scope["method"], str(status)).observe(
+                time.perf_counter() - t0
+            )
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
+            # the latency the client sees ends with the body, not with background work after it
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                observe()
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
-            scope["app"].state.metrics.latency.labels(path, scope["method"], str(status)).observe(
-                time.perf_counter() - t0
-            )
+            if not observed:
+                observe()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -10,12 +10,14 @@ the bad ones come back in ``rejected``; no good order is lost either way.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 import orjson
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import TypeAdapter
+from starlette.background import BackgroundTask
 
 from models.schemas import ORDERS, TECHNICIANS, UNITS, Table
 from models.validation import REASON, SOURCE_ROW, validate_records
@@ -26,6 +28,7 @@ from serving.store import tables as T
 from serving.store.db import frame_rows
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 #: Requests of at most this many orders go through the scorer's coalescer (big batches are
 #: already batches; they are scored on their own request thread).
@@ -119,9 +122,13 @@ def score(
     if n <= COALESCE_MAX_ORDERS and not body.technicians and not body.units:
         # validated and scored together with concurrent small requests; None: some order is
         # invalid, and the request takes the path below (validated alone, exact messages)
-        done = state.scorer.coalescer.submit_raw(raw, rescore)
+        done = state.scorer.coalescer.submit_raw(raw, rescore, flush_later=True)
         if done is not None:
-            return _respond(state, *done, [])
+            response = _respond(state, *done, [])
+            # the order's history append runs after the response is sent (the next scoring
+            # waits for it under the history lock, so it still sees this order as history)
+            response.background = BackgroundTask(_flush, state)
+            return response
     orders, rejected = _errors(raw, ORDERS)
     side: list[tuple[Any, Table, pd.DataFrame]] = []
     for rows, table, sql in (
@@ -148,6 +155,14 @@ def score(
     else:
         records, replayed = state.scorer.score(orders, rescore=rescore)
     return _respond(state, records, replayed, rejected)
+
+
+def _flush(state: ServiceState) -> None:
+    """Append the deferred order to the history (see ``Scorer.score(defer_append=True)``)."""
+    try:
+        state.scorer.flush()
+    except Exception:  # noqa: BLE001 - the next score() retries the append first
+        log.exception("deferred history append failed")
 
 
 def _respond(
