@@ -14,7 +14,12 @@ in *earlier* orders is applied as retractions (weight -1) and corrected rows (+1
   and parents the new orders touch, see :func:`_first_repeat`);
 * the first report of a home (``unit_first`` / ``*_first``) when an order reports earlier;
 * the case-mix expectation of the technician index (``tech_oe``), recomputed for orders after
-  the earliest changed event.
+  the earliest changed event — lazily: an order's ``tech_oe`` row only becomes visible to a
+  query once its rework window has closed (weeks after its completion), so the recomputation
+  is marked due at that time and done just before the first query that could see the row
+  (:meth:`IncrementalHistory._settle_case_mix`), not in every append. An order arriving out of
+  completion order moves the case mix of every later order of its kind: eagerly that was
+  hundreds of rows recomputed per append (a late request's largest cost); now it is a mark.
 
 So the features equal those of a full rebuild (tests/test_serving_history.py): counts exactly,
 float sums up to rounding (the order of additions differs). Corrections of stored orders, new
@@ -26,7 +31,10 @@ them into a new main index from time to time (:meth:`IncrementalHistory.rebuilt`
 from __future__ import annotations
 
 import bisect
+import heapq
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -60,6 +68,9 @@ _SCAN_CELLS = 64 * 256
 #: Appended frames are concatenated in groups of this many of one size level (see
 #: ``IncrementalHistory._compact_frames``).
 FRAME_FANOUT = 16
+#: When a query reaches a due case-mix recomputation, rows due up to this much later are
+#: recomputed with it (one vectorised call per few hours of stream time, not one per request).
+SETTLE_AHEAD_S = 6 * 3600.0
 #: The first-report indexes and which per-order array holds their key.
 _FIRSTS: dict[str, str] = {"unit_first": "kind", **{f"{g}_first": g for g in GROUPS}}
 
@@ -191,11 +202,21 @@ class DeltaIndex:
 
 
 class LayeredIndex:
-    """A main :class:`EventIndex` plus a :class:`DeltaIndex`, queried as one index."""
+    """A main :class:`EventIndex` plus a :class:`DeltaIndex`, queried as one index.
 
-    def __init__(self, main: EventIndex, delta: DeltaIndex):
+    ``before_query(t)``: called with the latest query time before any query is answered (the
+    owner brings rows that a query up to ``t`` could see up to date).
+    """
+
+    def __init__(
+        self,
+        main: EventIndex,
+        delta: DeltaIndex,
+        before_query: Callable[[float], None] | None = None,
+    ):
         self.main = main
         self.delta = delta
+        self.before_query = before_query
 
     def query(
         self, keys: np.ndarray, times: np.ndarray, window_s: Any = None
@@ -205,6 +226,10 @@ class LayeredIndex:
         times = np.asarray(times, dtype=float)
         if len(keys) == 1:
             return self._query_one(int(keys[0]), float(times[0]), window_s)
+        if self.before_query is not None and len(times):
+            known = times[~np.isnan(times)]
+            if len(known):
+                self.before_query(float(known.max()))
         bad = (keys < 0) | np.isnan(times)
         base = np.where(bad, 0, keys) << _TIME_BITS
         hi_key = base + np.where(times > 0, times, 0.0).astype(np.int64)
@@ -253,10 +278,12 @@ class LayeredIndex:
         A single API order runs ~60 queries, and the array form's dozen numpy calls per layer
         cost ~1 us each on one element.
         """
-        layers = self._layers(recent=False)
-        names = [n for n in layers[0][0].cum]
+        names = list(self.main.cum)
         if key < 0 or t != t:
             return np.zeros(1), {n: np.zeros(1) for n in names}
+        if self.before_query is not None:
+            self.before_query(t)
+        layers = self._layers(recent=False)
         base = key << _TIME_BITS
         hi_key = base + (int(t) if t > 0 else 0)
         if window_s is None:
@@ -401,10 +428,19 @@ class IncrementalHistory:
         self.vocab = {k: GrowingVocab(v) for k, v in main.vocab.items() if k != "team"}
         vocab: dict[str, Any] = {**self.vocab, "team": main.vocab["team"]}
         self.deltas = {name: DeltaIndex(list(ix.cum)) for name, ix in main.events.items()}
+        #: Serialises appends and due case-mix recomputations (which a query may trigger).
+        self._mutex = threading.RLock()
+        #: (time its tech_oe row becomes visible, row) of rows whose case mix may be stale
+        self._due: list[tuple[float, int]] = []
         self.history = History(
             config,
             vocab,
-            {name: LayeredIndex(ix, self.deltas[name]) for name, ix in main.events.items()},
+            {
+                name: LayeredIndex(
+                    ix, self.deltas[name], self._settle_case_mix if name == "tech_oe" else None
+                )
+                for name, ix in main.events.items()
+            },
             main.technicians,
             main.units,
             text_scorer,
@@ -419,6 +455,11 @@ class IncrementalHistory:
             dissatisfied=lab["dissatisfied"].to_numpy(dtype=float),
         )
         a["exp"] = expected_reworks(main.events, a, main.start, config)
+        # the tech_oe row of each order as it is in the indexes now (exp above, the closed
+        # window's label; oe_in: the row is in; oe_due: its recomputation is pending)
+        a["oe_pos"] = tech_oe_rows(a, a["exp"], config)[2]["pos"]
+        a["oe_in"] = np.ones(len(orders))
+        a["oe_due"] = np.zeros(len(orders))
         self.rows = _Rows(a)
         self.ids: dict[str, int] = {}
         self.row_ids: list[str] = []
@@ -555,6 +596,10 @@ class IncrementalHistory:
         """Add new orders (typed, ids not in the history) as history; see the module doc."""
         if not len(orders):
             return
+        with self._mutex:
+            self._append(orders)
+
+    def _append(self, orders: pd.DataFrame) -> None:
         cfg = self.config
         if any(i in self.ids for i in _str(orders["order_id"])):
             raise ValueError("append() takes new orders only (corrections need a rebuild)")
@@ -575,6 +620,9 @@ class IncrementalHistory:
             dissatisfied=dissatisfied(orders, cfg),
         )
         a["exp"] = np.full(n, np.nan)
+        a["oe_pos"] = np.zeros(n)
+        a["oe_in"] = np.zeros(n)
+        a["oe_due"] = np.zeros(n)
         rows = self.rows
         new_rows = rows.append(a)
         self._register(orders, new_rows)
@@ -619,31 +667,71 @@ class IncrementalHistory:
             if np.isfinite(t_closed).any():
                 tau = min(tau, float(np.nanmin(t_closed)))
 
-        # case mix (tech_oe): the new orders, and earlier ones whose as-of inputs moved
-        ev, start = self.history.events, self.main.start
-        new_a["exp"] = expected_reworks(ev, new_a, start, cfg)
-        rows.cols["exp"][new_rows] = new_a["exp"]
-        self._add_rows({"tech_oe": tech_oe_rows(new_a, new_a["exp"], cfg)}, +1)
+        # case mix (tech_oe): the new orders, and earlier ones whose as-of inputs moved — due
+        # when their rows become visible (see the module doc)
         cand = np.flatnonzero((rows["t_rep"] > tau) | (rows["t_done"] > tau))
-        cand = np.union1d(cand[~np.isin(cand, new_rows)], np.asarray(changed, dtype=np.int64))
-        if len(cand):
-            cur = rows.take(cand)
-            prev = {k: v.copy() for k, v in cur.items()}
-            old_label = {
-                int(r): (before["rw_known"][j], before["rw_pos"][j])
-                for j, r in enumerate(old_rows.tolist())
-                if sel[j]
-            }
-            for j, r in enumerate(cand.tolist()):
-                if r in old_label:  # retract the tech_oe row as it was, with the old label
-                    prev["rw_known"][j], prev["rw_pos"][j] = old_label[r]
-            cur["exp"] = expected_reworks(ev, cur, start, cfg)
-            rows.cols["exp"][cand] = cur["exp"]
-            self._replace(
-                {"tech_oe": tech_oe_rows(prev, prev["exp"], cfg)},
-                {"tech_oe": tech_oe_rows(cur, cur["exp"], cfg)},
-            )
+        self._mark_due(np.union1d(np.union1d(cand, new_rows), np.asarray(changed, dtype=np.int64)))
         self._add_complaints(orders)
+
+    def _mark_due(self, rows: np.ndarray) -> None:
+        """Mark rows' case mix for recomputation before a query can see their tech_oe row."""
+        cols = self.rows.cols
+        t_closed = self.rows["t_done"][rows] + self.config.rework_window_days * 86400.0
+        fresh = (cols["oe_due"][rows] == 0) & (self.rows["tech"][rows] >= 0) & ~np.isnan(t_closed)
+        if not fresh.any():
+            return
+        rows, t_closed = rows[fresh], np.maximum(t_closed[fresh], 0.0)  # EventIndex clips at 0
+        cols["oe_due"][rows] = 1.0
+        items = list(zip(t_closed.tolist(), rows.tolist(), strict=True))
+        if len(items) > 64:
+            self._due.extend(items)
+            heapq.heapify(self._due)
+        else:
+            for item in items:
+                heapq.heappush(self._due, item)
+
+    def _settle_case_mix(self, t: float) -> None:
+        """Recompute the due case mix of rows a query at time ``t`` could see (tech_oe).
+
+        The rows' ``exp`` is what a full rebuild computes from the current history (the
+        definition does not depend on when it is evaluated), so doing it late is exact.
+        """
+        due = self._due
+        if not due or due[0][0] > t:
+            return
+        with self._mutex:
+            limit, ready = t + SETTLE_AHEAD_S, []
+            while due and due[0][0] <= limit:
+                ready.append(heapq.heappop(due)[1])
+            if ready:
+                self._recompute_case_mix(np.array(sorted(ready), dtype=np.int64))
+
+    def _recompute_case_mix(self, r: np.ndarray) -> None:
+        rows, cfg = self.rows, self.config
+        cur = rows.take(r)
+        exp = expected_reworks(self.history.events, cur, self.main.start, cfg)
+        keys, t_closed, vals = tech_oe_rows(cur, exp, cfg)
+        inn = cur["oe_in"] > 0
+        if inn.any():
+            self._replace(
+                {
+                    "tech_oe": (
+                        keys[inn],
+                        t_closed[inn],
+                        {"pos": cur["oe_pos"][inn], "exp": cur["exp"][inn]},
+                    )
+                },
+                {"tech_oe": (keys[inn], t_closed[inn], {"pos": vals["pos"][inn], "exp": exp[inn]})},
+            )
+        if not inn.all():
+            out = ~inn
+            self.deltas["tech_oe"].add(
+                keys[out], t_closed[out], {"pos": vals["pos"][out], "exp": exp[out]}, +1
+            )
+        rows.cols["exp"][r] = exp
+        rows.cols["oe_pos"][r] = vals["pos"]
+        rows.cols["oe_in"][r] = 1.0
+        rows.cols["oe_due"][r] = 0.0
 
     def _add_rows(self, events: dict[str, Any], w: float) -> None:
         for name, (keys, times, values) in events.items():

@@ -94,6 +94,30 @@ def test_parent_links_and_new_homes_are_history_at_once(data):
     assert f["unit_orders_all"].iloc[0] == 2
 
 
+def test_case_mix_of_late_arrivals_is_recomputed_when_it_becomes_visible(data):
+    """An order arriving out of completion order moves the case mix (tech_oe) of later
+    orders; the recomputation waits until a query could see their rows (the rework window
+    closed), and then gives exactly the features of a full rebuild."""
+    done, techs, units = data
+    cfg = FeatureConfig()
+    inc = IncrementalHistory(done.iloc[:450], techs, units, cfg)
+    late = done.iloc[450:520].iloc[::-1]  # newest first: each one is earlier than the last
+    for i in range(len(late)):
+        inc.append(late.iloc[i : i + 1])
+    pending = int(inc.rows["oe_due"].sum())
+    assert pending >= len(late)  # marked, not recomputed, while no query can see them
+    full = build_history(
+        pd.concat([done.iloc[:450], late], ignore_index=True),
+        technicians=techs,
+        units=units,
+        config=cfg,
+    )
+    _same_features(inc, full, done.iloc[450:455])  # early queries: windows still open
+    probe = done.iloc[-40:]  # months later: every tech_oe row of ``late`` is visible
+    _same_features(inc, full, probe)
+    assert inc.rows["oe_due"].sum() < pending
+
+
 def test_appending_a_stored_order_again_is_refused(data):
     done, techs, units = data
     inc = IncrementalHistory(done.iloc[:100], techs, units, FeatureConfig())
