@@ -461,6 +461,12 @@ class IncrementalHistory:
         a["oe_in"] = np.ones(len(orders))
         a["oe_due"] = np.zeros(len(orders))
         self.rows = _Rows(a)
+        # the indexed rows by their latest time (report or completion), NaN left out: the
+        # orders after a moment are a slice (appended rows are few and scanned)
+        t_last = np.fmax(a["t_rep"], a["t_done"])
+        by_time = np.argsort(t_last, kind="stable")[: int(np.count_nonzero(~np.isnan(t_last)))]
+        self._n_main = len(orders)
+        self._by_time, self._by_time_t = by_time, t_last[by_time]
         self.ids: dict[str, int] = {}
         self.row_ids: list[str] = []
         self.row_parent: list[str | None] = []
@@ -669,9 +675,17 @@ class IncrementalHistory:
 
         # case mix (tech_oe): the new orders, and earlier ones whose as-of inputs moved — due
         # when their rows become visible (see the module doc)
-        cand = np.flatnonzero((rows["t_rep"] > tau) | (rows["t_done"] > tau))
-        self._mark_due(np.union1d(np.union1d(cand, new_rows), np.asarray(changed, dtype=np.int64)))
+        self._mark_due(
+            np.concatenate([self._after(tau), new_rows, np.asarray(changed, dtype=np.int64)])
+        )
         self._add_complaints(orders)
+
+    def _after(self, tau: float) -> np.ndarray:
+        """Rows reported or completed after ``tau`` (the ones whose case mix it can move)."""
+        main = self._by_time[np.searchsorted(self._by_time_t, tau, side="right") :]
+        rows, start = self.rows, self._n_main
+        t_last = np.fmax(rows["t_rep"][start:], rows["t_done"][start:])
+        return np.concatenate([main, start + np.flatnonzero(t_last > tau)])
 
     def _mark_due(self, rows: np.ndarray) -> None:
         """Mark rows' case mix for recomputation before a query can see their tech_oe row."""
@@ -680,7 +694,8 @@ class IncrementalHistory:
         fresh = (cols["oe_due"][rows] == 0) & (self.rows["tech"][rows] >= 0) & ~np.isnan(t_closed)
         if not fresh.any():
             return
-        rows, t_closed = rows[fresh], np.maximum(t_closed[fresh], 0.0)  # EventIndex clips at 0
+        rows, first = np.unique(rows[fresh], return_index=True)  # a row may be listed twice
+        t_closed = np.maximum(t_closed[fresh][first], 0.0)  # EventIndex clips times at 0
         cols["oe_due"][rows] = 1.0
         items = list(zip(t_closed.tolist(), rows.tolist(), strict=True))
         if len(items) > 64:
