@@ -42,7 +42,7 @@ from models.schemas import ORDERS, TIMEZONE
 from models.validation import SOURCE_ROW, validate_records
 from serving.history import Columns, IncrementalHistory
 from serving.model_source import ModelIdentity
-from serving.store.db import Store, content_hash, frame_rows, utcnow
+from serving.store.db import Store, content_hashes, frame_rows, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -267,18 +267,14 @@ def _complaint_index(orders: pd.DataFrame, followup_hours: float) -> dict[str, n
 _NAT = np.iinfo(np.int64).min
 _EPOCH_UTC = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _US_PER = {"s": 10**6, "ms": 10**3, "us": 1}
-#: Up to this many orders, store rows are built by :func:`db_rows` (beyond, ``frame_rows``).
-_SMALL_BATCH = 64
 
 
 def db_rows(orders: pd.DataFrame) -> list[dict[str, Any]]:
-    """``frame_rows(orders, ORDERS)`` for a few orders, from numpy columns (~2x faster).
+    """``frame_rows(orders, ORDERS)`` from numpy columns (~2x faster for one order or 10,000).
 
     Same values and Python types (the content hash of an order depends on them; the serving
-    tests check equality); falls back to ``frame_rows`` for big frames or unknown dtypes.
+    tests check equality); falls back to ``frame_rows`` for unknown dtypes.
     """
-    if len(orders) > _SMALL_BATCH:
-        return frame_rows(orders, ORDERS)
     cols = [c for c in ORDERS.names if c in orders]
     values = []
     for c in cols:
@@ -621,7 +617,7 @@ class Scorer:
         served = self.served  # one model for the whole batch, even if a reload happens now
         cols = Columns(orders)
         rows = db_rows(cols)  # type: ignore[arg-type]
-        hashes = [content_hash(r) for r in rows]
+        hashes = content_hashes(rows)
         ids = [r["order_id"] for r in rows]
         version = served.identity.tag if rescore else None
         # one transaction for the request: its orders, their rework links and its decisions

@@ -9,7 +9,14 @@ import pytest
 from models.labels import LabelConfig, rework_labels
 from models.schemas import ORDERS
 from serving.store import quality as Q
-from serving.store.db import Store, content_hash, frame_rows, make_engine, upgrade
+from serving.store.db import (
+    Store,
+    content_hash,
+    content_hashes,
+    frame_rows,
+    make_engine,
+    upgrade,
+)
 from tests.synth_orders import make_orders
 
 
@@ -86,3 +93,54 @@ def test_vectorised_rework_links_equal_the_labels(tmp_path, monkeypatch):
         if isinstance(r, str)
     }
     assert {(o, r) for o, r, *_ in _links(store)} == expected
+
+
+def test_content_hashes_equal_content_hash_per_row():
+    """The column-wise hash text is the encoder's, value type by value type (else per row)."""
+    import datetime as dt
+    import random
+
+    from serving.store.db import content_hashes
+
+    rng = random.Random(7)
+    shanghai = dt.timezone(dt.timedelta(hours=8))
+    texts = ["WO1", 'quote " and \\ back', "中文，换行\n\t", "100% %s", "\x00\u2028", ""]
+
+    def value(kind: str):
+        if rng.random() < 0.2:
+            return None
+        if kind == "str":
+            return rng.choice(texts)
+        if kind == "num":
+            return rng.choice([0, -3, 2**70, 1.5, -0.0, 1e-300, float("nan"), float("inf"),
+                               -float("inf"), True, False])  # fmt: skip
+        base = dt.datetime(2025, 3, 1, tzinfo=dt.UTC) + dt.timedelta(
+            microseconds=rng.randrange(-(10**13), 10**13) * rng.choice([0, 1])
+            + rng.randrange(0, 10**6) * rng.choice([0, 1])
+        )
+        return base if kind == "utc" else base.astimezone(shanghai)
+
+    kinds = {"a_id": "str", "b%x": "num", "c_time": "utc", "d_local": "local", "中文": "str"}
+    rows = [{k: value(v) for k, v in kinds.items()} for _ in range(500)]
+    assert content_hashes(rows) == [content_hash(r) for r in rows]
+    odd = [dict(r, extra=np.float64(1.5)) for r in rows[:40]]  # numpy scalar: per row
+    assert content_hashes(odd) == [content_hash(r) for r in odd]
+    ragged = rows[:40] + [{"a_id": "x"}]
+    assert content_hashes(ragged) == [content_hash(r) for r in ragged]
+
+
+def test_store_rows_of_a_big_batch_equal_frame_rows():
+    """A 2,000-order batch's store rows from numpy columns: same values and types as
+    ``frame_rows`` (its hashes too), missing values included."""
+    from models.validation import validate_records
+    from serving.engine import db_rows
+    from tests.serving_fixtures import payload
+
+    orders, *_ = make_orders(2500, seed=9, days=200, n_tech=8, n_units=60)
+    valid = validate_records(payload(orders.iloc[:2000]), ORDERS).valid
+    valid.loc[valid.index[::7], "arrived_at"] = pd.NaT  # a missing timestamp too
+    assert valid[["rating", "arrived_at", "parent_order_id"]].isna().any().all()
+    fast, ref = db_rows(valid), frame_rows(valid, ORDERS)
+    assert fast == ref
+    assert [type(v) for r in fast for v in r.values()] == [type(v) for r in ref for v in r.values()]
+    assert content_hashes(fast) == [content_hash(r) for r in ref]

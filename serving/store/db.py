@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import math
 import secrets
 import threading
 import time
@@ -164,6 +165,85 @@ def content_hash(row: dict[str, Any]) -> str:
 
 #: ``json.dumps(..., sort_keys=True, ensure_ascii=False, default=str)`` as an encoder object.
 _HASH_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+#: The encoder's string writer (``ensure_ascii=False``), the C function it calls per string.
+_JSON_STR = json.encoder.encode_basestring
+#: From this many rows, :func:`content_hashes` writes the hashed text column-wise.
+_HASH_COLUMNS_ROWS = 32
+
+
+def content_hashes(rows: list[dict[str, Any]]) -> list[str]:
+    """``[content_hash(r) for r in rows]``, the text written column-wise (~4x faster).
+
+    The hashed text must be exactly the encoder's, so this path only takes rows with the same
+    keys and values of the types the service's rows hold, each written as the C encoder writes
+    it: ``str`` (``encode_basestring``), ``None``, ``bool``, ``int`` and ``float``
+    (``repr``; NaN/Infinity as the encoder spells them) and UTC-or-other aware ``datetime``
+    (its ``isoformat()`` as a string). Anything else: :func:`content_hash` per row.
+    """
+    if len(rows) < _HASH_COLUMNS_ROWS:
+        return [content_hash(r) for r in rows]
+    keys = rows[0].keys()
+    if any(r.keys() != keys for r in rows):
+        return [content_hash(r) for r in rows]
+    names = sorted(keys)
+    fragments = []
+    for k in names:
+        frag = _json_fragments([r[k] for r in rows])
+        if frag is None:
+            return [content_hash(r) for r in rows]
+        fragments.append(frag)
+    template = "{" + ", ".join(_JSON_STR(k).replace("%", "%%") + ": %s" for k in names) + "}"
+    sha = hashlib.sha256
+    return [sha((template % t).encode()).hexdigest() for t in zip(*fragments, strict=True)]
+
+
+def _utc_isoformats(values: list[dt.datetime]) -> list[str]:
+    """``[v.isoformat() for v in values]`` for UTC datetimes, from numpy (~4x faster).
+
+    ``isoformat`` writes the microseconds only when there are some; the seconds are rounded
+    from ``timestamp()`` (error far below 0.5 s) and the microseconds added as an integer.
+    """
+    micro = np.fromiter((v.microsecond for v in values), dtype=np.int64, count=len(values))
+    secs = np.fromiter((v.timestamp() for v in values), dtype=float, count=len(values))
+    whole = np.round(secs - micro * 1e-6).astype(np.int64)
+    us = whole * 1_000_000 + micro
+    with_us = np.datetime_as_string(us.astype("datetime64[us]"), unit="us")
+    no_us = np.datetime_as_string(whole.astype("datetime64[s]"), unit="s")
+    return [
+        (a if m else b) + "+00:00"
+        for a, b, m in zip(with_us.tolist(), no_us.tolist(), (micro != 0).tolist(), strict=True)
+    ]
+
+
+def _json_fragments(values: list[Any]) -> list[str] | None:
+    """Each value as ``_HASH_ENCODER`` writes it in a row (None: a type this path leaves out)."""
+    types = set(map(type, values))
+    if types <= {str, type(None)}:
+        enc = _JSON_STR
+        return ["null" if v is None else enc(v) for v in values]
+    if types <= {dt.datetime, type(None)}:
+        present = [v for v in values if v is not None]
+        if present and all(v.tzinfo is dt.UTC for v in present):  # the service's rows
+            texts = _utc_isoformats(present)
+        else:
+            texts = [v.isoformat() for v in present]
+        it = iter(texts)
+        return ["null" if v is None else f'"{next(it)}"' for v in values]
+    if types <= {bool, int, float, type(None)}:
+        out = []
+        for v in values:
+            if v is None:
+                out.append("null")
+            elif v is True:
+                out.append("true")
+            elif v is False:
+                out.append("false")
+            elif type(v) is float and not math.isfinite(v):
+                out.append("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
+            else:
+                out.append(repr(v))
+        return out
+    return None
 
 
 def _typed_frame(rows: Sequence[Any], table: Table) -> pd.DataFrame:
