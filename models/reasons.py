@@ -18,8 +18,9 @@ also what batch scoring uses (it has the time; the API has not).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -458,6 +459,10 @@ class BinnedContributions:
     edges: list[np.ndarray]
     means: list[np.ndarray]
     nan_means: np.ndarray
+    #: The same tables as Python lists, for :meth:`lookup` of a few rows (built on first use).
+    _lists: list[tuple[list[float], list[float], float]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def fit(cls, model: RiskModel, reference: pd.DataFrame) -> BinnedContributions:
@@ -485,12 +490,40 @@ class BinnedContributions:
 
     def lookup(self, M: np.ndarray) -> np.ndarray:
         """Approximate contributions of each order (rows) and feature (columns)."""
+        if len(M) <= _SCALAR_ROWS:
+            return self._lookup_scalar(M)
         out = np.empty_like(M)
         for j in range(M.shape[1]):
             x = M[:, j]
             b = np.searchsorted(self.edges[j], np.nan_to_num(x), side="right")
             out[:, j] = np.where(np.isnan(x), self.nan_means[j], self.means[j][b])
         return out
+
+    def _lookup_scalar(self, M: np.ndarray) -> np.ndarray:
+        """:meth:`lookup` in Python floats (a few rows).
+
+        Why: a single API order has ~100 features, and three numpy calls per feature on one
+        element cost ~0.5 ms. ``bisect_right`` on the same edges is
+        ``searchsorted(side="right")``; ±inf is clipped as ``nan_to_num`` does.
+        """
+        tables = self._lists
+        if tables is None:
+            tables = self._lists = [
+                (e.tolist(), m.tolist(), float(n))
+                for e, m, n in zip(self.edges, self.means, self.nan_means, strict=True)
+            ]
+        out = np.empty_like(M)
+        for i, row in enumerate(M.tolist()):
+            out[i] = [
+                n if x != x else m[bisect.bisect_right(e, min(max(x, -_BIG), _BIG))]
+                for x, (e, m, n) in zip(row, tables, strict=True)
+            ]
+        return out
+
+
+#: Up to this many rows, :meth:`BinnedContributions.lookup` works in Python scalars.
+_SCALAR_ROWS = 4
+_BIG = float(np.finfo(float).max)
 
 
 class Reasoner:

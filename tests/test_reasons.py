@@ -76,3 +76,19 @@ def test_top_reasons_name_each_code_once(tmp_path, features):
         codes = [r["code"] for r in items]
         assert len(codes) == len(set(codes)) <= 5
         assert all(r["contribution"] > 0 for r in items)
+
+
+def test_binned_lookup_of_a_few_rows_equals_the_vectorised_one():
+    """The scalar path for single API orders gives exactly the numpy path's contributions
+    (values on bin edges, between them, outside, NaN, +-inf)."""
+    from models.reasons import _SCALAR_ROWS, BinnedContributions
+
+    rng = np.random.default_rng(0)
+    edges = [np.array([]), np.array([0.5]), np.sort(rng.normal(size=9)), np.array([-1.0, 0, 2])]
+    means = [rng.normal(size=len(e) + 1) for e in edges]
+    table = BinnedContributions(["a", "b", "c", "d"], edges, means, rng.normal(size=4))
+    cells = [np.nan, np.inf, -np.inf, 0.0, 0.5, -1.0, 2.0, 3.5, *edges[2], *rng.normal(size=20)]
+    for _ in range(50):
+        M = rng.choice(cells, size=(int(rng.integers(1, _SCALAR_ROWS + 1)), 4))
+        big = np.vstack([M, np.zeros((_SCALAR_ROWS, 4))])  # enough rows for the numpy path
+        np.testing.assert_array_equal(table.lookup(M), table.lookup(big)[: len(M)])
