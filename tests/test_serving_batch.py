@@ -144,3 +144,30 @@ def test_store_rows_of_a_big_batch_equal_frame_rows():
     assert fast == ref
     assert [type(v) for r in fast for v in r.values()] == [type(v) for r in ref for v in r.values()]
     assert content_hashes(fast) == [content_hash(r) for r in ref]
+
+
+def test_vectorised_utc_times_equal_the_per_value_conversions():
+    """SQLite text and ``isoformat`` of UTC datetimes from numpy equal the per-value ones,
+    with and without microseconds, missing values, a leap day and the far years."""
+    import datetime as dt
+    import random
+
+    from sqlalchemy.dialects import sqlite
+
+    from serving.store import db
+    from serving.store import tables as T
+
+    conv = db._sqlite_converter(T.orders.c.reported_at.type, sqlite.dialect())
+    rng = random.Random(1)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    vals = [
+        epoch + dt.timedelta(microseconds=rng.randrange(-(10**15), 4 * 10**15)) for _ in range(3000)
+    ]
+    vals += [v.replace(microsecond=0) for v in vals[:1000]] + [None] * 30
+    vals += [dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=dt.UTC)]
+    vals += [dt.datetime(y, 1, 1, tzinfo=dt.UTC) for y in (1, 1500, 2300)]
+    vals.append(dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC))
+    rng.shuffle(vals)
+    assert db._utc_texts(vals, conv) == [conv(v) for v in vals]
+    present = [v for v in vals if v is not None]
+    assert db._utc_isoformats(present) == [v.isoformat() for v in present]
