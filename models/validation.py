@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from models.schemas import LIFECYCLE, ORDERS, TIMEZONE, Column, Table
 
@@ -524,6 +525,103 @@ _FAST_DTYPES = {k: pd.api.types.pandas_dtype(v) for k, v in _FAST_DTYPES.items()
 _EMPTY_QUARANTINE: dict[str, pd.DataFrame] = {}
 
 
+def _typed_frame_public(
+    table: Table, typed_rows: list[dict[str, object]], source_rows: list[int]
+) -> pd.DataFrame:
+    """The valid rows of the record-wise path as a typed frame (public pandas API)."""
+    cols: dict[str, object] = {SOURCE_ROW: np.array(source_rows, dtype="int64")}
+    for col in table.columns:
+        cols[col.name] = pd.array([r[col.name] for r in typed_rows], dtype=_FAST_DTYPES[col.dtype])
+    return pd.DataFrame(cols)
+
+
+_NAT_I8 = np.iinfo(np.int64).min
+
+
+def _typed_frame_direct(
+    table: Table, typed_rows: list[dict[str, object]], source_rows: list[int]
+) -> pd.DataFrame:
+    """:func:`_typed_frame_public` from the arrays' own constructors (~4x faster for one row).
+
+    Why: ``pd.array`` infers and converts per column (~20-40 us each) and ``DataFrame(dict)``
+    re-checks every array; for a single API order that was ~1 ms of ~1.3. The cells are
+    already typed, so each column is built as what ``pd.array`` returns. Used only when it
+    gives the same frame as the public path (checked at import, :data:`_DIRECT`).
+    """
+    arrays: list[object] = [np.array(source_rows, dtype="int64")]
+    for col in table.columns:
+        vals = [r[col.name] for r in typed_rows]
+        kind, dtype = col.dtype, _FAST_DTYPES[col.dtype]
+        if kind in ("string", "text", "enum"):
+            arr = pa.chunked_array([pa.array(vals, type=pa.large_string())])
+            arrays.append(pd.arrays.ArrowStringArray(arr, dtype=dtype))
+        elif kind == "timestamp":
+            i8 = np.array([_NAT_I8 if v is pd.NaT else v.value for v in vals], dtype=np.int64)
+            arrays.append(pd.arrays.DatetimeArray._simple_new(i8.view("M8[ns]"), dtype=dtype))
+        elif kind in ("bool", "int"):
+            mask = np.array([v is None for v in vals], dtype=bool)
+            if kind == "bool":
+                data = np.array([v is True for v in vals], dtype=bool)
+                arrays.append(pd.arrays.BooleanArray(data, mask))
+            else:
+                data = np.array([0 if v is None else v for v in vals], dtype=np.int64)
+                arrays.append(pd.arrays.IntegerArray(data, mask))
+        elif kind == "float":
+            arrays.append(np.array([np.nan if v is None else v for v in vals], dtype=float))
+        else:
+            arrays.append(pd.array(vals, dtype=dtype))
+    return pd.DataFrame._from_arrays(  # type: ignore[attr-defined]
+        arrays,
+        columns=pd.Index([SOURCE_ROW, *table.names]),
+        index=pd.RangeIndex(len(source_rows)),
+        verify_integrity=False,
+    )
+
+
+def _direct_ok() -> bool:
+    """Whether the direct builder gives the public builder's frame (this pandas version)."""
+    orders = ORDERS
+    samples: list[dict[str, object]] = []
+    for variant in range(3):  # typed cells as ``_fast_cell`` returns them, with missing ones
+        row: dict[str, object] = {}
+        for col in orders.columns:
+            missing = variant == 1 or (variant == 2 and not col.required)
+            if col.dtype == "timestamp":
+                row[col.name] = (
+                    pd.NaT if missing else pd.Timestamp("2024-05-01 21:40").tz_localize(TIMEZONE)
+                )
+            elif missing:
+                row[col.name] = None
+            elif col.dtype == "bool":
+                row[col.name] = variant == 0
+            elif col.dtype == "int":
+                row[col.name] = 2
+            elif col.dtype == "float":
+                row[col.name] = 1.5
+            elif col.dtype in ("string", "text", "enum"):
+                row[col.name] = (col.enum or ("报修x",))[0]
+            else:
+                return False  # a dtype the direct builder does not know
+        samples.append(row)
+    try:
+        for rows in ([samples[0]], [samples[1]], samples, []):
+            idx = list(range(len(rows)))
+            pd.testing.assert_frame_equal(
+                _typed_frame_direct(orders, rows, idx), _typed_frame_public(orders, rows, idx)
+            )
+    except Exception:  # noqa: BLE001 - any difference: the public path is used
+        return False
+    return True
+
+
+def _typed_frame(
+    table: Table, typed_rows: list[dict[str, object]], source_rows: list[int]
+) -> pd.DataFrame:
+    if _DIRECT and table is ORDERS:
+        return _typed_frame_direct(table, typed_rows, source_rows)
+    return _typed_frame_public(table, typed_rows, source_rows)
+
+
 class _Decline(Exception):
     """A cell the record-wise path does not handle exactly like the vectorised one."""
 
@@ -644,12 +742,7 @@ def _validate_fast(
         labels.append(hits)
     ok = [i for i in range(n) if not labels[i]]
     bad = [i for i in range(n) if labels[i]]
-    cols: dict[str, object] = {SOURCE_ROW: np.array(ok, dtype="int64")}
-    for col in table.columns:
-        cols[col.name] = pd.array(
-            [typed_rows[i][col.name] for i in ok], dtype=_FAST_DTYPES[col.dtype]
-        )
-    valid = pd.DataFrame(cols)
+    valid = _typed_frame(table, [typed_rows[i] for i in ok], ok)
     if bad or table.name not in _EMPTY_QUARANTINE:
         quarantine = pd.DataFrame(
             [[rows[i].get(c) for c in table.names] for i in bad], columns=table.names, dtype=object
@@ -671,6 +764,10 @@ def _validate_fast(
         **{f"problem.{k}": v for k, v in sorted(per_problem.items())},
     }
     return ValidationResult(valid=valid, quarantine=quarantine, stats=stats)
+
+
+#: The direct typed-frame builder agrees with the public one (checked once, at import).
+_DIRECT = _direct_ok()
 
 
 def validate_records(

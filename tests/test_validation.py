@@ -435,6 +435,28 @@ def test_record_wise_path_takes_api_shaped_orders_with_the_same_types():
     assert fast.stats == ref.stats
 
 
+def test_record_wise_typed_frame_is_built_exactly_as_pandas_builds_it():
+    """The direct column constructors (the single-order fast path) give the frame that
+    ``pd.array`` per column and ``DataFrame(dict)`` give, missing cells included."""
+    from models.validation import (
+        _DIRECT,
+        _fast_cell,
+        _typed_frame_direct,
+        _typed_frame_public,
+    )
+    from serving.schemas import ORDER_EXAMPLE
+
+    assert _DIRECT  # the pinned pandas: the fast builder is in use
+    empty = {c: None for c in ORDERS.names if not ORDERS.by_name[c].required}
+    rows = [ORDER_EXAMPLE, good_order(1), good_order(2, **empty), good_order(3, paid="否")]
+    typed = [{c.name: _fast_cell(c, r.get(c.name))[0] for c in ORDERS.columns} for r in rows]
+    for sub in ([typed[0]], [typed[2]], typed, []):
+        idx = list(range(len(sub)))
+        pd.testing.assert_frame_equal(
+            _typed_frame_direct(ORDERS, sub, idx), _typed_frame_public(ORDERS, sub, idx)
+        )
+
+
 _json_cell = st.one_of(
     st.none(),
     st.booleans(),
