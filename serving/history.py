@@ -217,6 +217,7 @@ class LayeredIndex:
         self.main = main
         self.delta = delta
         self.before_query = before_query
+        self._scalar_cache: tuple[Any, list] | None = None
 
     def query(
         self, keys: np.ndarray, times: np.ndarray, window_s: Any = None
@@ -276,44 +277,64 @@ class LayeredIndex:
         """One query in plain Python scalars.
 
         A single API order runs ~60 queries, and the array form's dozen numpy calls per layer
-        cost ~1 us each on one element.
+        cost ~1 us each on one element. Same additions in the same order as :meth:`query`.
         """
         names = list(self.main.cum)
         if key < 0 or t != t:
             return np.zeros(1), {n: np.zeros(1) for n in names}
         if self.before_query is not None:
             self.before_query(t)
-        layers = self._layers(recent=False)
-        base = key << _TIME_BITS
-        hi_key = base + (int(t) if t > 0 else 0)
+        hi_s = int(t) if t > 0 else 0
         if window_s is None:
-            lo_key = base
+            lo_s = 0
         else:
-            w = float(window_s[0]) if np.ndim(window_s) else float(window_s)
+            w = float(window_s) if isinstance(window_s, float | int) else float(window_s[0])
             t0 = t - w
-            lo_key = base + (int(t0) if t0 > 0 else 0)
+            lo_s = int(t0) if t0 > 0 else 0
+        base = key << _TIME_BITS
+        hi_key, lo_key = base + hi_s, base + lo_s
         count = 0.0
-        sums = dict.fromkeys(names, 0.0)
+        sums: list[Any] = [0.0] * len(names)
         recent = self.delta.levels[-1]
         if len(recent):  # the small recent level: a scan, instead of sorting it after each add
             keys_r, _, values_r = recent.rows
-            sec = recent.seconds
-            hit = (keys_r == key) & (sec >= lo_key - base) & (sec < hi_key - base)
-            if hit.any():
-                count = float(values_r[_W][hit].sum())
-                for n in names:
-                    sums[n] = float(values_r[n][hit].sum())
-        for index, weighted in layers:
-            comp = index.comp
+            mine = (keys_r == key).nonzero()[0]
+            if len(mine):
+                sec = recent.seconds[mine]
+                hit = mine[(sec >= lo_s) & (sec < hi_s)]
+                if len(hit):
+                    count = float(values_r[_W][hit].sum())
+                    sums = [float(values_r[n][hit].sum()) for n in names]
+        for comp, cums, weights in self._scalar_layers(names):
             hi = int(comp.searchsorted(hi_key))
-            lo = min(int(comp.searchsorted(lo_key)), hi)
-            cum = index.cum
-            c = cum[_W] if weighted else None
-            count = count + (c[hi] - c[lo] if c is not None else float(hi - lo))
-            for n in names:
-                c = cum[n]
-                sums[n] = sums[n] + (c[hi] - c[lo])
-        return np.array([count]), {n: np.array([v], dtype=float) for n, v in sums.items()}
+            lo = int(comp.searchsorted(lo_key))
+            if lo > hi:
+                lo = hi
+            count = count + (weights[hi] - weights[lo] if weights is not None else float(hi - lo))
+            for i, c in enumerate(cums):
+                sums[i] = sums[i] + (c[hi] - c[lo])
+        return np.array([count]), {
+            n: np.array([v], dtype=float) for n, v in zip(names, sums, strict=True)
+        }
+
+    def _scalar_layers(self, names: list[str]) -> list[tuple[np.ndarray, list[np.ndarray], Any]]:
+        """Per indexed layer: sort keys, cumulative sums per name, cumulative weights or None.
+
+        Kept until the delta's levels change (each add replaces the ``levels`` tuple).
+        """
+        levels = self.delta.levels
+        cached = self._scalar_cache
+        if cached is not None and cached[0] is levels:
+            return cached[1]
+        out: list[tuple[np.ndarray, list[np.ndarray], Any]] = [
+            (self.main.comp, [self.main.cum[n] for n in names], None)
+        ]
+        for level in levels[:-1]:
+            index = level.index
+            if index is not None:
+                out.append((index.comp, [index.cum[n] for n in names], index.cum[_W]))
+        self._scalar_cache = (levels, out)
+        return out
 
     def _layers(self, recent: bool = True) -> list[tuple[EventIndex, bool]]:
         out = [(self.main, False)]
@@ -325,12 +346,29 @@ class LayeredIndex:
     def last_time(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
         """:meth:`EventIndex.last_time` over both layers."""
         # only report / completion indexes are asked this, and their rows are never retracted
+        if len(keys) == 1:  # one order: Python scalars, as in ``_query_one``
+            return self._last_time_one(int(keys[0]), float(times[0]))
         last = self.main.last_time(keys, times)
         for level in self.delta.levels:
             d = level.index
             if d is not None:
                 last = np.fmax(last, d.last_time(keys, times))
         return last
+
+    def _last_time_one(self, key: int, t: float) -> np.ndarray:
+        if key < 0 or t != t:
+            return np.full(1, np.nan)
+        base = key << _TIME_BITS
+        hi_key = base + (int(t) if t > 0 else 0)
+        last = np.nan
+        for index in [self.main, *(lv.index for lv in self.delta.levels)]:
+            if index is None:
+                continue
+            hi = int(index.comp.searchsorted(hi_key))
+            if hi > int(index.comp.searchsorted(base)):
+                v = float(index.times[hi - 1])
+                last = v if last != last or v > last else last
+        return np.array([last])
 
 
 class _Rows:
