@@ -408,7 +408,7 @@ def reason_item(feature: str, row: Mapping[str, Any], contribution: float) -> di
     the reason is that the information is absent, which a quality team can act on.
     """
     v = row.get(feature)
-    value: Any = None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+    value: Any = None if v is None or (isinstance(v, float) and v != v) else v  # NaN: missing
     if isinstance(value, np.generic):
         value = value.item()
     code, name, fn = REASONS.get(feature, (feature, feature, None))  # type: ignore[arg-type]
@@ -561,23 +561,52 @@ class Reasoner:
         # a few spare candidates: features sharing a code (the SLA ratio and the overrun say the
         # same thing) are one reason, the first and largest of them
         order = np.argsort(-contrib, axis=1)[:, : k + _SPARE]
+        # the candidates' contributions as Python floats (numpy scalar access is ~10x slower)
+        values = np.take_along_axis(contrib, order, axis=1).tolist()
         # column arrays once: per-row DataFrame access would cost ~50 us per order
         needed = {names[j] for j in np.unique(order)} | set(_CONTEXT)
         cols = {c: features[c].to_numpy() for c in needed if c in features}
         out: list[list[dict[str, Any]]] = []
-        for i, top in enumerate(order):
-            row = {c: v[i] for c, v in cols.items()}
+        for i, (top, tops) in enumerate(zip(order.tolist(), values, strict=True)):
+            row = _Row(cols, i)  # the few cells a wording reads, not a dict of every column
             items: list[dict[str, Any]] = []
             seen: set[str] = set()
-            for j in top:
-                if contrib[i, j] <= 0 or len(items) == k:
+            for j, c in zip(top, tops, strict=True):
+                if c <= 0 or len(items) == k:
                     break
-                item = reason_item(names[j], row, contrib[i, j])
+                item = reason_item(names[j], row, c)
                 if item["code"] not in seen:
                     seen.add(item["code"])
                     items.append(item)
             out.append(items)
         return out
+
+
+class _Row(Mapping[str, Any]):
+    """One order's feature values, read lazily from the batch's columns (``row.get(name)``).
+
+    Why: a wording reads its own feature and at most the arrival context; a dict of every
+    candidate column per order cost ~7 us per order (a 10,000-order batch: ~70 ms).
+    """
+
+    __slots__ = ("cols", "i")
+
+    def __init__(self, cols: dict[str, np.ndarray], i: int):
+        self.cols = cols
+        self.i = i
+
+    def __getitem__(self, name: str) -> Any:
+        return self.cols[name][self.i]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        col = self.cols.get(name)
+        return default if col is None else col[self.i]
+
+    def __iter__(self) -> Any:
+        return iter(self.cols)
+
+    def __len__(self) -> int:
+        return len(self.cols)
 
 
 def format_reasons(items: list[dict[str, Any]]) -> str:

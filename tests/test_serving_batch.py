@@ -171,3 +171,55 @@ def test_vectorised_utc_times_equal_the_per_value_conversions():
     assert db._utc_texts(vals, conv) == [conv(v) for v in vals]
     present = [v for v in vals if v is not None]
     assert db._utc_isoformats(present) == [v.isoformat() for v in present]
+
+
+def _reference_top(reasoner, features: pd.DataFrame, k: int) -> list[list[dict]]:
+    """Top reasons the straightforward way: a dict of every feature per order, numpy scalars."""
+    from models.reasons import _SPARE, numeric_matrix, reason_item
+
+    names = reasoner.model.feature_names
+    if reasoner.binned is not None:
+        contrib = reasoner.binned.lookup(numeric_matrix(features, names))
+    else:
+        contrib = sum(reasoner.model.heads[h].contributions(features[names]).to_numpy()
+                      for h in ("rework", "dissatisfied"))  # fmt: skip
+    order = np.argsort(-contrib, axis=1)[:, : k + _SPARE]
+    cols = {c: features[c].to_numpy() for c in features.columns}
+    out = []
+    for i, top in enumerate(order):
+        row = {c: v[i] for c, v in cols.items()}
+        items, seen = [], set()
+        for j in top:
+            if contrib[i, j] <= 0 or len(items) == k:
+                break
+            item = reason_item(names[j], row, contrib[i, j])
+            if item["code"] not in seen:
+                seen.add(item["code"])
+                items.append(item)
+        out.append(items)
+    return out
+
+
+def test_top_reasons_equal_the_per_order_dict_reference(tmp_path):
+    """The batch path of ``Reasoner.top`` (lazy rows, Python floats) gives exactly the reasons
+    of a dict of numpy scalars per order, binned and exact, missing values included."""
+    import orjson
+
+    from models.estimators import HEADS
+    from models.features import build_features
+    from models.reasons import Reasoner
+    from models.registry import load_risk_model
+    from tests.serving_fixtures import train_model_dir
+
+    assert set(HEADS) == {"rework", "dissatisfied"}
+    path, _ = train_model_dir(tmp_path / "model")
+    model = load_risk_model(path)
+    orders, techs, units, _ = make_orders(n=1500, seed=3)
+    features = build_features(orders, technicians=techs, units=units).head(800)
+    assert features[model.feature_names].isna().any().any()
+    for reference in (features.head(400), None):
+        reasoner = Reasoner(model, reference, 100)
+        assert reasoner.mode == ("binned" if reference is not None else "exact")
+        got, want = reasoner.top(features, 3), _reference_top(reasoner, features, 3)
+        assert sum(map(len, got)) > 1000
+        assert orjson.dumps(got) == orjson.dumps(want)
