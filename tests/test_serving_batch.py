@@ -223,3 +223,46 @@ def test_top_reasons_equal_the_per_order_dict_reference(tmp_path):
         got, want = reasoner.top(features, 3), _reference_top(reasoner, features, 3)
         assert sum(map(len, got)) > 1000
         assert orjson.dumps(got) == orjson.dumps(want)
+
+
+def test_response_metrics_count_every_decision_once():
+    """The score route counts a batch per label once: the totals are those of the decisions."""
+    from types import SimpleNamespace
+
+    from serving.observability import Metrics
+    from serving.routes.score import _respond
+
+    rng = np.random.default_rng(0)
+    records = [
+        {
+            "decision_id": f"d{i}",
+            "order_id": f"o{i}",
+            "rework_risk": 0.1,
+            "dissatisfaction_prob": 0.2,
+            "risk_level": str(rng.choice(["low", "medium", "high"])),
+            "mandatory_inspection": bool(i % 3 == 0),
+            "inspection_reasons": [{"code": c} for c in ("fire_safety", "model_capacity")[: i % 3]],
+            "third_party_sample": bool(i % 4 == 0),
+            "inclusion_probability": 0.1,
+            "reasons": [],
+            "model_versions": {},
+            "policy_version": "p",
+            "created_at": "2025-01-01T00:00:00+00:00",
+        }
+        for i in range(300)
+    ]
+    replayed = [i % 10 == 0 for i in range(300)]
+    state = SimpleNamespace(metrics=Metrics())
+    _respond(state, records, replayed, [])
+    fresh = [d for d, again in zip(records, replayed, strict=True) if not again]
+    reg = state.metrics.registry
+    assert reg.get_sample_value("repairqc_replayed_decisions_total") == 30
+    assert reg.get_sample_value("repairqc_scored_orders_total") == 270
+    for level in ("low", "medium", "high"):
+        n = sum(d["risk_level"] == level for d in fresh)
+        assert reg.get_sample_value("repairqc_risk_level_total", {"level": level}) == n
+    for code in ("fire_safety", "model_capacity"):
+        n = sum(f["code"] == code for d in fresh for f in d["inspection_reasons"])
+        assert reg.get_sample_value("repairqc_inspection_flags_total", {"code": code}) == n
+    sampled = sum(d["third_party_sample"] for d in fresh)
+    assert reg.get_sample_value("repairqc_third_party_samples_total") == sampled

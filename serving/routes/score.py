@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -173,15 +174,20 @@ def _respond(
 ) -> Response:
     """Count the decisions in the metrics and answer them (with the rejected orders)."""
     m = state.metrics
-    for d, again in zip(records, replayed, strict=True):
-        if again:
-            m.replays.inc()
-            continue
-        m.scores.inc()
-        m.levels.labels(d["risk_level"]).inc()
-        m.samples.inc(int(d["third_party_sample"]))
-        for f in d["inspection_reasons"]:
-            m.flags.labels(f["code"]).inc()
+    # counted per request and label (one locked ``inc`` each), not per decision: a
+    # 10,000-order batch made ~40,000 metric calls
+    fresh = [d for d, again in zip(records, replayed, strict=True) if not again]
+    if len(fresh) < len(records):
+        m.replays.inc(len(records) - len(fresh))
+    if fresh:
+        m.scores.inc(len(fresh))
+        for level, n in Counter(d["risk_level"] for d in fresh).items():
+            m.levels.labels(level).inc(n)
+        sampled = sum(1 for d in fresh if d["third_party_sample"])
+        m.samples.inc(sampled)
+        flags = Counter(f["code"] for d in fresh for f in d["inspection_reasons"])
+        for code, n in flags.items():
+            m.flags.labels(code).inc(n)
     return _json(
         {
             "decisions": [_public(d, again) for d, again in zip(records, replayed, strict=True)],
