@@ -87,6 +87,34 @@ class TextCues:
         "同样的问题",
     )
     urgent: tuple[str, ...] = ("严重", "急", "马上", "赶紧", "淹", "冒烟", "漏电", "困人")
+    #: how bad the fault is, in the resident's words (``desc_severity``: severe − mild)
+    severe: tuple[str, ...] = (
+        "严重",
+        "厉害",
+        "没法用",
+        "不能用",
+        "用不了",
+        "楼下",
+        "危险",
+        "淹",
+        "冒烟",
+        "漏电",
+        "困人",
+        "大面积",
+        "影响使用",
+        "影响生活",
+    )
+    mild: tuple[str, ...] = (
+        "不急",
+        "不着急",
+        "不算太急",
+        "问题不大",
+        "小问题",
+        "有空",
+        "方便的时候",
+        "有时间",
+        "不影响",
+    )
     annoyed: tuple[str, ...] = ("投诉", "不满", "太慢", "没人", "一直没", "多次", "催", "差")
     positive: tuple[str, ...] = (
         "满意",
@@ -149,6 +177,9 @@ class FeatureConfig:
         Response SLA per priority (上门时限): arrival later than this is overdue.
     night_start_hour, night_end_hour
         Local hours counted as night (reports at night get slower, angrier service).
+    norm_days, norm_min_jobs
+        Window of the repair-time norm per category × parts replaced, and the completed jobs
+        it needs before a job is compared with it (``repair_time_z``).
     cues
         Keyword cues of the description.
     """
@@ -169,6 +200,8 @@ class FeatureConfig:
     )
     night_start_hour: int = 22
     night_end_hour: int = 7
+    norm_days: float = 365.0
+    norm_min_jobs: int = 30
     cues: TextCues = field(default_factory=TextCues)
 
     @classmethod
@@ -875,7 +908,30 @@ def history_arrays(
     a["urge"] = _num(orders["urge_count"])
     a["arrival_h"] = (t_arr - _secs(orders["reported_at"])) / _HOUR
     a["repair_h"] = (t_done - t_arr) / _HOUR
+    a["parts"] = _bool(orders["parts_replaced"])
+    a["cm_quality"], a["cm_attitude"] = _comment_complaints(orders["feedback_comment"])
     return a
+
+
+def _comment_complaints(comments: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per follow-up comment: 1 when it complains about workmanship (质量/复发) / attitude (态度).
+
+    NaN where there is no comment. Why: a resident writes 又漏了 / 修了跟没修一样 three days
+    after the visit, weeks before the rework window closes, so a technician's workmanship
+    shows in comments long before it shows in matured rework labels. Aspect tags come from the
+    sentiment component (negation-aware lexicon).
+    """
+    from models.sentiment import aspect_tags
+
+    strs = _str(comments)
+    q = np.full(len(strs), np.nan)
+    att = np.full(len(strs), np.nan)
+    for i, t in enumerate(strs):
+        if t is not None and t.strip():
+            tags = aspect_tags(t)
+            q[i] = float(tags.get("quality", 0) < 0)
+            att[i] = float(tags.get("attitude", 0) < 0)
+    return q, att
 
 
 #: One index's event rows: keys, times and named values (see :class:`EventIndex`).
@@ -951,7 +1007,29 @@ def history_events(a: dict[str, np.ndarray], cfg: FeatureConfig) -> dict[str, Ev
     ev["global_dissat"] = (zero, ds_known, {"pos": ds})
     ev["cat_arrival"] = (np.where(np.isnan(arrival_h), -1, cat), t_arr, {"h": arrival_h})
     ev["cat_repair"] = (np.where(np.isnan(repair_h), -1, cat), t_done, {"h": repair_h})
+    cm_q, cm_a = a["cm_quality"], a["cm_attitude"]
+    cm = {"q": cm_q, "att": cm_a}
+    has_cm = ~np.isnan(cm_q)
+    ev["tech_comment"] = (np.where(has_cm, tech, -1), t_follow, cm)
+    ev["unit_comment"] = (np.where(has_cm, unit, -1), t_follow, cm)
+    ev["global_comment"] = (np.where(has_cm, 0, -1), t_follow, cm)
+    lh, key = _log_repair(repair_h, cat, a["parts"])
+    ev["cat_parts_repair"] = (key, t_done, {"lh": lh, "lh2": lh * lh})
     return ev
+
+
+def _log_repair(
+    repair_h: np.ndarray, cat: np.ndarray, parts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log repair hours and the key category × parts replaced (-1 where either is unknown).
+
+    Why log and why with parts: repair times are skewed (a job waiting for parts takes days),
+    so a rushed job shows as a short time on the log scale against jobs of the same kind.
+    """
+    ok = (repair_h > 0) & (cat >= 0) & ~np.isnan(parts)
+    lh = np.where(ok, np.log(np.where(ok, repair_h, 1.0)), np.nan)
+    key = np.where(ok, cat * 2 + np.nan_to_num(parts).astype(np.int64), -1)
+    return lh, key
 
 
 #: The groups of homes of :func:`_group_keys` (each has a ``_report``, ``_rework`` and
@@ -1127,6 +1205,14 @@ def feature_arrays(history: History, orders: pd.DataFrame) -> dict[str, np.ndarr
     with np.errstate(invalid="ignore", divide="ignore"):
         f["arrival_vs_category"] = arrival_h / (s_arr["h"] / c_arr)
         f["repair_vs_category"] = repair_h / (s_rep["h"] / c_rep)
+    # a job much shorter than usual for its kind (category, parts or not) was likely rushed
+    lh, pkey = _log_repair(repair_h, cat, _bool(orders["parts_replaced"]))
+    pn, ps = ev["cat_parts_repair"].query(pkey, t_done, cfg.norm_days * _DAY)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = ps["lh"] / pn
+        sd = np.sqrt(np.maximum(ps["lh2"] / pn - mu * mu, 0.0))
+        z = (lh - mu) / np.maximum(sd, 0.05)  # floor: a category of identical times
+        f["repair_time_z"] = np.where(pn >= cfg.norm_min_jobs, z, np.nan)
     f["urge_count"] = _num(orders["urge_count"])
     f["parts_replaced"] = _bool(orders["parts_replaced"])
     f["paid"] = _bool(orders["paid"])
@@ -1138,6 +1224,7 @@ def feature_arrays(history: History, orders: pd.DataFrame) -> dict[str, np.ndarr
     for name in ("repeat", "urgent", "annoyed"):
         f[f"cue_{name}"] = _contains_any(desc, getattr(cfg.cues, name))
     f["desc_sentiment"] = _score_texts(desc, history.text_scorer, cfg.cues)
+    f["desc_severity"] = _contains_any(desc, cfg.cues.severe) - _contains_any(desc, cfg.cues.mild)
 
     # ---- global / category as-of rates (priors; follow drift) -------------------------------
     g_n, g_s = ev["global_rework"].query(zero, t_done, recent)
@@ -1208,6 +1295,21 @@ def feature_arrays(history: History, orders: pd.DataFrame) -> dict[str, np.ndarr
     f["tech_dissat_rate"] = _shrunk(dsum["pos"], dn, prior_ds, m)
     for k in ("tech_rework_rate", "tech_cat_rework_rate", "tech_dissat_rate"):
         f[k] = np.where(has_tech, f[k], np.nan)
+    # what residents wrote about this technician's past jobs (known after the follow-up)
+    gcn, gcs = ev["global_comment"].query(zero, t_done, recent)
+    prior_q, prior_a = (gcs["q"] + 1.0) / (gcn + 2.0), (gcs["att"] + 1.0) / (gcn + 2.0)
+    tcn_, tcs_ = ev["tech_comment"].query(tech, t_done)
+    f["tech_quality_complaint_rate"] = np.where(
+        has_tech, _shrunk(tcs_["q"], tcn_, prior_q, m), np.nan
+    )
+    f["tech_attitude_complaint_rate"] = np.where(
+        has_tech, _shrunk(tcs_["att"], tcn_, prior_a, m), np.nan
+    )
+    tcn_, tcs_ = ev["tech_comment"].query(tech, t_done, recent)
+    f["tech_quality_complaint_rate_recent"] = np.where(
+        has_tech, _shrunk(tcs_["q"], tcn_, prior_q, m), np.nan
+    )
+    f["unit_quality_complaints"] = ev["unit_comment"].query(unit, t_done)[1]["q"]
 
     certified = np.full(n, np.nan)
     if side.certs is not None:

@@ -319,6 +319,38 @@ REASONS: dict[str, tuple[str, str, Callable[[Mapping[str, Any], Any], str]]] = {
         "维修人员不满意率",
         lambda f, v: f"维修人员不满意率{_pct(v)}",
     ),
+    "tech_quality_complaint_rate": (
+        "tech_quality_complaints",
+        "维修人员回访质量差评率",
+        lambda f, v: f"维修人员回访中质量/复发差评占{_pct(v)}",
+    ),
+    "tech_quality_complaint_rate_recent": (
+        "tech_quality_complaints",
+        "维修人员近期回访质量差评率",
+        lambda f, v: f"维修人员近期回访中质量/复发差评占{_pct(v)}",
+    ),
+    "tech_attitude_complaint_rate": (
+        "tech_attitude_complaints",
+        "维修人员回访态度差评率",
+        lambda f, v: f"维修人员回访中态度差评占{_pct(v)}",
+    ),
+    "unit_quality_complaints": (
+        "unit_quality_complaints",
+        "该户回访提及维修质量问题",
+        _fmt("该户此前回访提及维修质量问题{v:.0f}次"),
+    ),
+    "repair_time_z": (
+        "repair_time_vs_norm",
+        "维修用时与同类常规用时之差(标准差)",
+        lambda f, v: f"维修用时比同类常规{'短' if v < 0 else '长'}{abs(v):.1f}个标准差",
+    ),
+    "desc_severity": (
+        "desc_severity",
+        "描述的故障严重程度",
+        lambda f, v: (
+            "报事描述故障严重" if v > 0 else ("报事描述问题轻微" if v < 0 else "描述未提严重程度")
+        ),
+    ),
     "tech_recent_reworks": (
         "tech_recent_reworks",
         "维修人员近期返修",

@@ -258,3 +258,86 @@ def test_building_proneness_counts_only_earlier_reports_of_the_building():
     assert f.loc["A3", "unit_cat_proneness"] > f.loc["D", "unit_cat_proneness"]
     later = build_features(typed(rows + [row("L", "B2-0103", 20)])).set_index("order_id")
     pd.testing.assert_frame_equal(later.loc[f.index], f)
+
+
+def test_workmanship_comments_count_for_the_technician_only_after_the_followup():
+    """A 又漏了 comment on A is known 72 h after A's completion, for T1's later jobs only."""
+    rows = [
+        dict(
+            order_id="A",
+            unit_id="U1",
+            reported_at="2024-03-01 08:00",
+            completed_at="2024-03-01 12:00",
+            rating=2,
+            feedback_comment="又漏了，修了跟没修一样，师傅态度很差",
+        ),
+        dict(
+            order_id="B",  # 48 h after A: the comment is not known yet
+            unit_id="U2",
+            reported_at="2024-03-03 08:00",
+            completed_at="2024-03-03 12:00",
+            feedback_comment="师傅很专业，修好了",
+        ),
+        dict(
+            order_id="C",  # after A's follow-up; before B's
+            unit_id="U3",
+            reported_at="2024-03-05 08:00",
+            completed_at="2024-03-05 12:00",
+        ),
+        dict(
+            order_id="D",  # another technician: not affected
+            unit_id="U4",
+            technician_id="T2",
+            reported_at="2024-03-05 09:00",
+            completed_at="2024-03-05 13:00",
+        ),
+    ]
+    f = build_features(typed(rows)).set_index("order_id")
+    # no comment known anywhere yet: every technician sits at the same (global) prior
+    assert f.loc["B", "tech_quality_complaint_rate"] == f.loc["A", "tech_quality_complaint_rate"]
+    assert f.loc["C", "tech_quality_complaint_rate"] > f.loc["D", "tech_quality_complaint_rate"]
+    assert f.loc["C", "tech_attitude_complaint_rate"] > f.loc["D", "tech_attitude_complaint_rate"]
+    assert f.loc["C", "unit_quality_complaints"] == 0  # a different home
+    # the order's own comment never enters its own features
+    scrambled = typed(
+        [{**r, "feedback_comment": "很好"} if r["order_id"] == "C" else r for r in rows]
+    )
+    g = build_features(scrambled).set_index("order_id")
+    pd.testing.assert_series_equal(f.loc["C"], g.loc["C"])
+
+
+def test_repair_time_against_the_norm_of_its_kind_and_severity_words():
+    """A job far shorter than earlier jobs of its category (same parts status) scores low."""
+    base = pd.Timestamp("2024-03-01 08:00")
+    rows = []
+    for i in range(40):  # 40 earlier plumbing jobs of about 2 h, no parts
+        t = base + pd.Timedelta(hours=12 * i)
+        rows.append(
+            dict(
+                order_id=f"P{i}",
+                unit_id=f"U{i}",
+                reported_at=str(t),
+                arrived_at=str(t + pd.Timedelta(hours=1)),
+                completed_at=str(t + pd.Timedelta(hours=3 + 0.1 * (i % 3))),
+                parts_replaced=False,
+            )
+        )
+    t = base + pd.Timedelta(days=30)
+    rows.append(
+        dict(
+            order_id="FAST",
+            unit_id="UX",
+            reported_at=str(t),
+            arrived_at=str(t + pd.Timedelta(hours=1)),
+            completed_at=str(t + pd.Timedelta(minutes=80)),
+            parts_replaced=False,
+            description="卫生间漏水很严重，已经影响到楼下了",
+        )
+    )
+    rows.append({**rows[-1], "order_id": "PARTS", "parts_replaced": True, "description": "不急"})
+    f = build_features(typed(rows)).set_index("order_id")
+    assert f.loc["FAST", "repair_time_z"] < -3
+    assert np.isnan(f.loc["P5", "repair_time_z"])  # fewer than norm_min_jobs earlier jobs
+    assert np.isnan(f.loc["PARTS", "repair_time_z"])  # no norm for jobs with parts yet
+    assert f.loc["FAST", "desc_severity"] == 1
+    assert f.loc["PARTS", "desc_severity"] == -1
