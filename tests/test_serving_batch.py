@@ -266,3 +266,29 @@ def test_response_metrics_count_every_decision_once():
         assert reg.get_sample_value("repairqc_inspection_flags_total", {"code": code}) == n
     sampled = sum(d["third_party_sample"] for d in fresh)
     assert reg.get_sample_value("repairqc_third_party_samples_total") == sampled
+
+
+def test_gc_pause_restores_the_collector_after_nested_and_failing_batches():
+    """Big batches pause the cyclic GC; it is back on after the last pause ends (an exception
+    included), and stays off when it was off before."""
+    import gc
+
+    from serving.engine import _gc_paused
+
+    assert gc.isenabled()
+    with _gc_paused():
+        assert not gc.isenabled()
+        with _gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), _gc_paused():
+        raise RuntimeError("scoring failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
