@@ -582,14 +582,14 @@ def validate_raw(raw: list[dict[str, Any]]) -> tuple[pd.DataFrame, set[int]]:
     return valid, bad
 
 
-#: From this many orders, a scoring runs with the cyclic GC paused (see :func:`_gc_paused`).
+#: From this many orders, a scoring runs with the cyclic GC paused (see :func:`gc_paused`).
 GC_PAUSE_ORDERS = 1000
 _GC_LOCK = threading.Lock()
 _GC_PAUSES = [0, False]  # scorings inside a pause, whether the GC was enabled before the first
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """The cyclic garbage collector off while a big batch is scored, back on afterwards.
 
     Why: a 10,000-order batch allocates ~100,000 short-lived containers (rows, decisions,
@@ -649,7 +649,7 @@ class Scorer:
         """
         if len(orders) < GC_PAUSE_ORDERS:
             return self._score(orders, rescore, defer_append)
-        with _gc_paused():
+        with gc_paused():
             return self._score(orders, rescore, defer_append)
 
     def _score(

@@ -273,21 +273,21 @@ def test_gc_pause_restores_the_collector_after_nested_and_failing_batches():
     included), and stays off when it was off before."""
     import gc
 
-    from serving.engine import _gc_paused
+    from serving.engine import gc_paused
 
     assert gc.isenabled()
-    with _gc_paused():
+    with gc_paused():
         assert not gc.isenabled()
-        with _gc_paused():
+        with gc_paused():
             assert not gc.isenabled()
         assert not gc.isenabled()
     assert gc.isenabled()
-    with pytest.raises(RuntimeError), _gc_paused():
+    with pytest.raises(RuntimeError), gc_paused():
         raise RuntimeError("scoring failed")
     assert gc.isenabled()
     gc.disable()
     try:
-        with _gc_paused():
+        with gc_paused():
             pass
         assert not gc.isenabled()
     finally:

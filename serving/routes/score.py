@@ -23,6 +23,7 @@ from starlette.background import BackgroundTask
 from models.schemas import ORDERS, TECHNICIANS, UNITS, Table
 from models.validation import REASON, SOURCE_ROW, validate_records
 from serving.deps import get_state, require
+from serving.engine import GC_PAUSE_ORDERS, gc_paused
 from serving.schemas import Decision, OrderIn, Rejected, ScoreRequest, ScoreResponse
 from serving.state import ServiceState
 from serving.store import tables as T
@@ -119,6 +120,15 @@ def score(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"orders: 1 to {limit} orders per request (got {n})",
         )
+    if n < GC_PAUSE_ORDERS:
+        return _score(body, partial, rescore, state)
+    with gc_paused():  # a big batch: its validation frames and response rows too
+        return _score(body, partial, rescore, state)
+
+
+def _score(body: ScoreRequest, partial: bool, rescore: bool, state: ServiceState) -> Response:
+    """The route's work after the size check (see :func:`score`)."""
+    n = len(body.orders)
     raw = _ORDERS_DUMP.dump_python(body.orders)
     if n <= COALESCE_MAX_ORDERS and not body.technicians and not body.units:
         # validated and scored together with concurrent small requests; None: some order is
