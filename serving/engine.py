@@ -210,6 +210,8 @@ class HistoryCache:
                     wait = self.refresh_seconds - (time.monotonic() - self.built_at)
                     if wait > 0 and self._stop.wait(wait):
                         return
+                    if self._after_batches():
+                        return
                     try:
                         self.rebuild(current().model)
                     except Exception:  # keep serving the old history
@@ -217,6 +219,8 @@ class HistoryCache:
                         self.built_at = time.monotonic()
                 elif not self.appended_since_check:
                     continue
+                elif self._after_batches():
+                    return
                 self.appended_since_check = 0
                 if on_rebuild is not None:
                     try:
@@ -226,6 +230,20 @@ class HistoryCache:
 
         self._thread = threading.Thread(target=loop, name="history-merge", daemon=True)
         self._thread.start()
+
+    def _after_batches(self) -> bool:
+        """Wait while a big batch is being scored (at most ``MERGE_DEFER_SECONDS``).
+
+        Why: a 10,000-order batch appends past ``merge_orders`` and so wakes this merger in the
+        middle of its own request; the rebuild (and the reasons upgrade) then competed with it
+        for the GIL, ~0.4 s of a ~1.7 s request. Started after the batch, the merge costs the
+        same but no request waits for it. Returns True when the service is stopping.
+        """
+        deadline = time.monotonic() + MERGE_DEFER_SECONDS
+        while big_batches_in_flight() and time.monotonic() < deadline:
+            if self._stop.wait(0.02):
+                return True
+        return self._stop.is_set()
 
     def stop(self) -> None:
         """Stop the merger (shutdown)."""
@@ -584,8 +602,16 @@ def validate_raw(raw: list[dict[str, Any]]) -> tuple[pd.DataFrame, set[int]]:
 
 #: From this many orders, a scoring runs with the cyclic GC paused (see :func:`gc_paused`).
 GC_PAUSE_ORDERS = 1000
+#: Longest a background history merge waits for big batches in flight (back-to-back batches
+#: must not postpone it forever: the delta indexes keep growing until it runs).
+MERGE_DEFER_SECONDS = 30.0
 _GC_LOCK = threading.Lock()
 _GC_PAUSES = [0, False]  # scorings inside a pause, whether the GC was enabled before the first
+
+
+def big_batches_in_flight() -> int:
+    """Big batches being scored now (inside :func:`gc_paused`): background merges wait."""
+    return _GC_PAUSES[0]
 
 
 @contextmanager
@@ -597,7 +623,8 @@ def gc_paused() -> Iterator[None]:
     last ``gc.freeze`` — ~0.18 s of a ~1.8 s request. Reference counting still frees almost
     all of it; any cycle made meanwhile waits for the first collection after the pause. Nested
     and concurrent pauses count: the GC comes back when the last one ends, and only if it was
-    on before the first.
+    on before the first. A pause also marks a big batch in flight, which the history's
+    background merge waits for (:meth:`HistoryCache._after_batches`).
     """
     with _GC_LOCK:
         if _GC_PAUSES[0] == 0:

@@ -292,3 +292,35 @@ def test_gc_pause_restores_the_collector_after_nested_and_failing_batches():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_history_merge_waits_for_a_big_batch_in_flight(monkeypatch):
+    """The background merge a big batch wakes runs after that batch, not during it (and not
+    forever later: the wait is bounded; a stop ends it at once)."""
+    import threading
+    import time
+
+    from serving import engine
+    from serving.engine import HistoryCache, gc_paused
+
+    cache = HistoryCache.__new__(HistoryCache)
+    cache._stop = threading.Event()
+    done = threading.Event()
+
+    def merger():
+        cache._after_batches()
+        done.set()
+
+    with gc_paused():
+        t = threading.Thread(target=merger)
+        t.start()
+        assert not done.wait(0.2)  # still scoring: the merge waits
+    assert done.wait(2.0)  # the batch ended: it runs
+    t.join()
+    monkeypatch.setattr(engine, "MERGE_DEFER_SECONDS", 0.1)
+    with gc_paused():
+        t0 = time.monotonic()
+        assert cache._after_batches() is False  # bounded wait, not stopping
+        assert time.monotonic() - t0 < 1.0
+        cache._stop.set()
+        assert cache._after_batches() is True
