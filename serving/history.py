@@ -243,22 +243,31 @@ class DeltaIndex:
         if not m:
             return
         every = m == len(keys)
+        if not every:
+            keys, times = keys[ok], times[ok]
         fw = float(w)
-        vals: dict[str, list[float]] = {}
-        for k in self.value_names:  # NaN -> 0 as EventIndex does
-            v = np.asarray(values[k], dtype=float)
-            vals[k] = [fw * x if x == x else fw * 0.0 for x in (v if every else v[ok]).tolist()]
-        vals[_W] = [fw] * m
         *indexed, recent = self.levels
-        recent.extend(
-            (keys if every else keys[ok]).tolist(), (times if every else times[ok]).tolist(), vals
-        )
-        if len(recent) > self.RECENT_ROWS:  # the recent level becomes an indexed one
-            stack = [*indexed, _Level(recent.rows)]
+        if len(recent) + m > self.RECENT_ROWS:  # spills: arrays straight to an indexed level
+            arr: dict[str, np.ndarray] = {}
+            for k in self.value_names:  # NaN -> 0 as EventIndex does
+                v = np.asarray(values[k], dtype=float)
+                v = v if every else v[ok]
+                arr[k] = fw * np.where(v == v, v, 0.0)
+            arr[_W] = np.full(m, fw)
+            new_rows = (keys.copy(), times.copy(), arr) if every else (keys, times, arr)
+            rows = _concat(recent.rows, new_rows) if len(recent) else new_rows
+            stack = [*indexed, _Level(rows)]
             while len(stack) >= 2 and len(stack[-1]) * self.GROWTH > len(stack[-2]):
                 top = stack.pop()
                 stack[-1] = _Level(_concat(stack[-1].rows, top.rows))
             self.levels = (*stack, _Recent(self.value_names))
+        else:
+            vals: dict[str, list[float]] = {}
+            for k in self.value_names:  # NaN -> 0 as EventIndex does
+                v = np.asarray(values[k], dtype=float)
+                vals[k] = [fw * x if x == x else fw * 0.0 for x in (v if every else v[ok]).tolist()]
+            vals[_W] = [fw] * m
+            recent.extend(keys.tolist(), times.tolist(), vals)
         self.retracted |= w < 0
 
 
