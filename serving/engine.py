@@ -567,6 +567,8 @@ class Coalescer:
             log.exception("deferred history append failed")
 
 
+#: Inspection flags whose wording quotes the order's own score (the others are worded once).
+_SCORED_FLAGS = frozenset({"model_rework_risk", "model_dissatisfaction"})
 #: Queue marker: append the deferred order to the history (after an inline scoring).
 _FLUSH = object()
 
@@ -785,9 +787,19 @@ class Scorer:
         dissat = scores["dissatisfaction_prob"].tolist()
         level_list, sampled_list = levels.tolist(), sampled.tolist()
         pi_list, u_list = pi.tolist(), u.tolist()
+        worded: dict[tuple[str, str], dict[str, Any]] = {}  # flags whose text has no score
+
+        def flag(code: str, kind: str, i: int) -> dict[str, Any]:
+            if code in _SCORED_FLAGS:
+                return self._flag(code, kind, scores, i)
+            f = worded.get((code, kind))
+            if f is None:
+                f = worded[(code, kind)] = self._flag(code, kind, scores, i)
+            return dict(f)  # each decision its own object
+
         for i in range(len(orders)):
-            flags = [self._flag(c, "rule", scores, i) for c in rule_codes[i]]
-            flags += [self._flag(c, "model", scores, i) for c in model_codes[i]]
+            flags = [flag(c, "rule", i) for c in rule_codes[i]]
+            flags += [flag(c, "model", i) for c in model_codes[i]]
             done = done_utc[i]
             out.append(
                 {
@@ -836,7 +848,10 @@ class Scorer:
         return [["model_capacity"] if h else [] for h in hit]
 
     def _flag(self, code: str, kind: str, scores: dict[str, np.ndarray], i: int) -> dict:
-        """One inspection reason: which rule or model signal raised it, in business words."""
+        """One inspection reason: which rule or model signal raised it, in business words.
+
+        The wording depends on the order only for the codes in ``_SCORED_FLAGS``.
+        """
         mf = self.policy.model_flags
         values: dict[str, Any] = {
             "days": self.policy.hard_rules.unit_complaint_days,
