@@ -324,3 +324,82 @@ def test_history_merge_waits_for_a_big_batch_in_flight(monkeypatch):
         assert time.monotonic() - t0 < 1.0
         cache._stop.set()
         assert cache._after_batches() is True
+
+
+def _score_through_the_api(root, model_dir, history, batch) -> dict:
+    """Serve ``model_dir`` on a fresh store, score ``history`` then ``batch``; what was
+    answered and recorded (ids and times of the records' creation left out)."""
+    import shutil
+
+    import sqlalchemy as sa
+    from fastapi.testclient import TestClient
+
+    from serving.config import Settings
+    from serving.main import create_app
+    from tests.serving_fixtures import SECRET, auth
+
+    served = root / "served"
+    shutil.copytree(model_dir, served)
+    url = f"sqlite:///{root / 'audit.db'}"
+    settings = Settings(
+        sampling_secret=SECRET,
+        database_url=url,
+        model_dir=served,
+        history_refresh_seconds=0,
+        history_merge_orders=10**6,  # no background merge racing the comparison
+        reference_orders=10**6,  # exact reasons throughout (no background switch)
+    )
+    with TestClient(create_app(settings)) as client:
+        store = Store(make_engine(url))
+        key = store.create_key("system")[1]
+        for orders in (history, batch):
+            r = client.post("/v1/score", json={"orders": orders}, headers=auth(key))
+            assert r.status_code == 200, r.text[:300]
+        answered = [
+            {k: v for k, v in d.items() if k not in ("decision_id", "created_at")}
+            for d in r.json()["decisions"]
+        ]
+        with store.engine.connect() as conn:
+
+            def table(name: str, drop: tuple[str, ...], key: str) -> list:
+                rows = conn.execute(sa.text(f"SELECT * FROM {name} ORDER BY {key}")).mappings()
+                return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+            return {
+                "answered": answered,
+                "orders": table("orders", ("received_at",), "order_id"),
+                "decisions": table("decisions", ("decision_id", "created_at"), "order_id"),
+                "links": table("outcomes", ("id", "recorded_at"), "order_id, content_hash"),
+            }
+
+
+@pytest.mark.slow
+def test_a_big_batch_through_the_fast_paths_equals_the_per_row_paths(tmp_path, monkeypatch):
+    """The whole decision of a 1,500-order batch (copies with tied times and homes included):
+    answered decisions, stored orders, recorded decisions and rework links are the same with
+    every batch fast path on (column-wise hashes, times, links; GC pause) and off."""
+    from serving import engine
+    from serving.routes import score as route
+    from serving.store import db
+    from tests.serving_fixtures import payload, train_model_dir
+
+    model_dir, orders = train_model_dir(tmp_path / "model")
+    done = orders[orders["status"] == "completed"].sort_values("completed_at")
+    history = payload(done.iloc[:1200])
+    later = done.iloc[1200:2200]
+    copies = later.sample(500, replace=True, random_state=3).copy()
+    copies["order_id"] = [f"CP{i:05d}" for i in range(len(copies))]
+    batch = payload(pd.concat([later, copies]).sample(frac=1.0, random_state=5))
+    fast = _score_through_the_api(tmp_path / "fast", model_dir, history, batch)
+    for module, name in (
+        (Q, "VECTOR_LINK_ORDERS"),
+        (db, "_HASH_COLUMNS_ROWS"),
+        (db, "_VECTOR_ROWS"),
+        (engine, "GC_PAUSE_ORDERS"),
+        (route, "GC_PAUSE_ORDERS"),
+    ):
+        monkeypatch.setattr(module, name, 10**9)
+    slow = _score_through_the_api(tmp_path / "slow", model_dir, history, batch)
+    assert len(fast["answered"]) == 1500 and len(fast["links"]) > 100
+    for part in ("answered", "orders", "decisions", "links"):
+        assert fast[part] == slow[part], part
