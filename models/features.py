@@ -788,7 +788,10 @@ def _group_keys_of(
             ],
             dtype=object,
         )
-    return {"building": bldg, "cohort": cohort}
+    vintage = np.full(len(uid), None, dtype=object)
+    if year is not None:
+        vintage = np.array([None if np.isnan(y) else str(int(y)) for y in year], dtype=object)
+    return {"building": bldg, "cohort": cohort, "vintage": vintage}
 
 
 #: Unit id → building prefix: everything before the last separator (needs a non-empty head).
@@ -1034,7 +1037,7 @@ def _log_repair(
 
 #: The groups of homes of :func:`_group_keys` (each has a ``_report``, ``_rework`` and
 #: ``_first`` index and a vocabulary).
-GROUPS: tuple[str, ...] = ("building", "cohort")
+GROUPS: tuple[str, ...] = ("building", "cohort", "vintage")
 
 
 def first_rows(
@@ -1439,6 +1442,11 @@ def feature_arrays(history: History, orders: pd.DataFrame) -> dict[str, np.ndarr
     )
     f["background_expected"] = f["unit_proneness"] * season
     f["background_expected_cat"] = f["unit_cat_proneness"] * season
+    # the home's posterior shrunk toward homes of its building year (same construction
+    # standards and materials) instead of toward the estate's average home
+    vintage_level = np.where(np.isnan(f["vintage_proneness"]), 1.0, f["vintage_proneness"])
+    f["unit_proneness_hier"] = vintage_level * f["unit_proneness_in_vintage"]
+    f["background_expected_hier"] = f["unit_proneness_hier"] * season
 
     return f
 

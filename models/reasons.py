@@ -229,6 +229,31 @@ REASONS: dict[str, tuple[str, str, Callable[[Mapping[str, Any], Any], str]]] = {
         "同楼龄房屋返修偏高程度",
         lambda f, v: f"同楼龄房屋返修为预期的{_times(v)}",
     ),
+    "vintage_proneness": (
+        "vintage_fault_prone",
+        "同年建成房屋故障倾向",
+        lambda f, v: f"全部同年建成房屋报修频率为一般住户的{_times(v)}",
+    ),
+    "unit_proneness_in_vintage": (
+        "unit_vs_vintage",
+        "该户相对同年建成房屋的故障倾向",
+        lambda f, v: f"该户报修频率为同年建成住户的{_times(v)}",
+    ),
+    "vintage_rework_lift": (
+        "vintage_rework_lift",
+        "同年建成房屋返修偏高程度",
+        lambda f, v: f"同年建成房屋返修为预期的{_times(v)}",
+    ),
+    "unit_proneness_hier": (
+        "unit_fault_prone",
+        "该户故障倾向(以同年建成房屋为基准)",
+        lambda f, v: f"该户报修频率估计为一般住户的{_times(v)}",
+    ),
+    "background_expected_hier": (
+        "seasonal_expected",
+        "该户当季预期报修(按楼龄校正)",
+        _fmt("该户当季预计再报修{v:.2f}次"),
+    ),
     "expected_rework": (
         "expected_rework",
         "按房屋、类别与维修人员估计的返修概率",

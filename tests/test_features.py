@@ -233,6 +233,7 @@ def test_building_and_cohort_keys_parse_robustly():
     # an id without a separator is its own building; the id format is not in the contract
     assert keys["building"].tolist() == ["C1|C001-01", "C1|X17", "C1|2"]
     assert keys["cohort"].tolist() == ["C1|2008", None, None]
+    assert keys["vintage"].tolist() == ["2008", None, None]  # building year, estate-wide
     assert _group_keys(orders, None)["cohort"].tolist() == [None, None, None]
 
 
@@ -341,3 +342,26 @@ def test_repair_time_against_the_norm_of_its_kind_and_severity_words():
     assert np.isnan(f.loc["PARTS", "repair_time_z"])  # no norm for jobs with parts yet
     assert f.loc["FAST", "desc_severity"] == 1
     assert f.loc["PARTS", "desc_severity"] == -1
+
+
+def test_vintage_proneness_counts_only_earlier_reports_of_homes_built_that_year():
+    def row(oid, unit, day):
+        return dict(
+            order_id=oid,
+            unit_id=unit,
+            community_id="C1" if unit < "U5" else "C2",
+            reported_at=f"2024-03-{day:02d} 08:00",
+            completed_at=f"2024-03-{day:02d} 12:00",
+        )
+
+    units = pd.DataFrame(
+        {"unit_id": [f"U{i}" for i in range(1, 9)], "building_year": [1995] * 4 + [2015] * 4}
+    )
+    # a 1995 home failed three times, a 2015 home once; U1 and U4 are in different buildings
+    rows = [row("A1", "U1", 1), row("A2", "U1", 2), row("A3", "U1", 3), row("D", "U6", 4)]
+    rows += [row("B", "U4", 10), row("E", "U8", 10)]  # first reports of a 1995 / 2015 home
+    f = build_features(typed(rows), units=units).set_index("order_id")
+    assert f.loc["B", "vintage_proneness"] > 1.0 > f.loc["E", "vintage_proneness"]
+    assert f.loc["B", "unit_proneness_hier"] > f.loc["E", "unit_proneness_hier"]
+    later = build_features(typed(rows + [row("L", "U5", 20)]), units=units).set_index("order_id")
+    pd.testing.assert_frame_equal(later.loc[f.index], f)
