@@ -927,7 +927,8 @@ def dissatisfied(orders: pd.DataFrame, cfg: FeatureConfig) -> np.ndarray:
     (tests/test_serving_history.py checks both agree).
     """
     lc = cfg.label_config()
-    completed = (_str(orders["status"]) == "completed") & orders["completed_at"].notna().to_numpy()
+    # NaT through the int64 view: ``Series.notna`` costs ~0.2 ms on one row
+    completed = (_str(orders["status"]) == "completed") & (_ns(orders["completed_at"]) != _NAT)
     rating = _num(orders["rating"])
     complaint = np.nan_to_num(_bool(orders["complaint"])) > 0
     with np.errstate(invalid="ignore"):
