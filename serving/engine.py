@@ -295,14 +295,25 @@ def db_rows(orders: pd.DataFrame) -> list[dict[str, Any]]:
     Same values and Python types (the content hash of an order depends on them; the serving
     tests check equality); falls back to ``frame_rows`` for unknown dtypes.
     """
+    return db_rows_and_columns(orders)[0]
+
+
+def db_rows_and_columns(
+    orders: pd.DataFrame,
+) -> tuple[list[dict[str, Any]], dict[str, list[Any]] | None]:
+    """:func:`db_rows` and the same values per column (None after the fallback).
+
+    The columns spare the batch's hashes and insert reading every cell back out of the rows.
+    """
     cols = [c for c in ORDERS.names if c in orders]
     values = []
     for c in cols:
         v = _db_values(orders[c])
         if v is None:
-            return frame_rows(orders, ORDERS)
+            return frame_rows(orders, ORDERS), None
         values.append(v)
-    return [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
+    rows = [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
+    return rows, dict(zip(cols, values, strict=True))
 
 
 def _db_values(s: pd.Series) -> list[Any] | None:
@@ -686,8 +697,8 @@ class Scorer:
     ) -> tuple[list[dict[str, Any]], list[bool]]:
         served = self.served  # one model for the whole batch, even if a reload happens now
         cols = Columns(orders)
-        rows = db_rows(cols)  # type: ignore[arg-type]
-        hashes = content_hashes(rows)
+        rows, columns = db_rows_and_columns(cols)  # type: ignore[arg-type]
+        hashes = content_hashes(rows, columns)
         ids = [r["order_id"] for r in rows]
         version = served.identity.tag if rescore else None
         # one transaction for the request: its orders, their rework links and its decisions
@@ -699,7 +710,7 @@ class Scorer:
             todo = np.array([i not in found for i in ids], dtype=bool)
             with self.cache.lock:  # store, append to the history and compute features as one
                 self.flush()
-                changed = self.store.upsert_orders(rows, hashes, conn)
+                changed = self.store.upsert_orders(rows, hashes, conn, columns)
                 if changed:
                     known = self.cache.known(ids)
                     fresh = cols if not known.any() else Columns(orders[~known])
