@@ -328,11 +328,8 @@ def _db_values(s: pd.Series) -> list[Any] | None:
         ]
     if isinstance(dtype, pd.StringDtype) or dtype is np.dtype(object):
         return s.to_numpy(dtype=object, na_value=None).tolist()
-    if isinstance(dtype, pd.BooleanDtype | pd.Int64Dtype):
-        na = s.isna().to_numpy().tolist()
-        kind = bool if isinstance(dtype, pd.BooleanDtype) else np.int64
-        vals = s.to_numpy(dtype=kind, na_value=kind(0)).tolist()
-        return [None if m else v for v, m in zip(vals, na, strict=True)]
+    if isinstance(dtype, pd.BooleanDtype | pd.Int64Dtype):  # Python bool / int, NA -> None
+        return s.to_numpy(dtype=object, na_value=None).tolist()
     if dtype == np.float64:
         return [None if v != v else v for v in s.to_numpy().tolist()]
     return None

@@ -403,3 +403,63 @@ def test_a_big_batch_through_the_fast_paths_equals_the_per_row_paths(tmp_path, m
     assert len(fast["answered"]) == 1500 and len(fast["links"]) > 100
     for part in ("answered", "orders", "decisions", "links"):
         assert fast[part] == slow[part], part
+
+
+def test_find_decisions_through_the_dbapi_equals_the_orm_query(tmp_path, monkeypatch):
+    """The SQLite pre-check (which orders have a matching decision) changes nothing: the
+    latest decision per (order, input hash), of a model version or any, as before."""
+    import datetime as dt
+    import secrets
+
+    from serving.store import db
+
+    store = _store(tmp_path, "d.db")
+    t0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    rows = []
+    for i, (oid, h, version) in enumerate(
+        [
+            ("A", "h1", "m/1"),
+            ("A", "h1", "m/2"),
+            ("A", "h2", "m/2"),
+            ("B", "h1", "m/1"),
+            ("C", "h3", "m/1"),
+            ("C", "h3", "m/1b"),
+        ]  # fmt: skip
+    ):
+        rows.append(
+            {
+                "decision_id": secrets.token_hex(16),
+                "order_id": oid,
+                "input_hash": h,
+                "model_version": version,
+                "model_versions": {"rework": "1"},
+                "policy_version": "p",
+                "rework_risk": 0.1 * i,
+                "dissatisfaction_prob": 0.2,
+                "risk_level": "low",
+                "mandatory_inspection": False,
+                "inspection_reasons": [],
+                "third_party_sample": False,
+                "inclusion_probability": 0.1,
+                "draw_u": 0.5,
+                "reasons": [],
+                "community_id": "C1",
+                "completed_at": t0,
+                "created_at": t0 + dt.timedelta(seconds=i),
+            }
+        )
+    store.insert_decisions(rows)
+    queries = [
+        ([("A", "h1"), ("B", "h1"), ("C", "h3"), ("D", "h1")], None),
+        ([("A", "h1"), ("B", "h2")], "m/2"),
+        ([("A", "h2"), ("C", "h3")], "m/1"),
+        ([("Z", "h9")], None),
+    ]
+    fast = [store.find_decisions(k, v) for k, v in queries]
+    monkeypatch.setattr(db, "_rows_by_ids", lambda *a, **k: None)  # the ORM query alone
+    slow = [store.find_decisions(k, v) for k, v in queries]
+    assert fast == slow
+    assert {k: d["model_version"] for k, d in fast[0].items()} == {
+        "A": "m/2", "B": "m/1", "C": "m/1b"
+    }  # fmt: skip
+    assert set(fast[1]) == {"A"} and set(fast[2]) == {"C"} and fast[3] == {}

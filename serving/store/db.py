@@ -328,8 +328,12 @@ class Store(QualityLoopStore):
         now = utcnow()
         ids = [r["order_id"] for r in rows]
         with self.transaction(conn) as conn:
+            select = "SELECT order_id, input_hash FROM orders WHERE order_id IN "
+            raw = _rows_by_ids(conn, select, ids)
             known = dict(
-                conn.execute(
+                raw
+                if raw is not None
+                else conn.execute(
                     sa.select(T.orders.c.order_id, T.orders.c.input_hash).where(
                         T.orders.c.order_id.in_(ids)
                     )
@@ -408,11 +412,23 @@ class Store(QualityLoopStore):
         if not keys:
             return {}
         wanted = dict(keys)
-        q = sa.select(T.decisions).where(T.decisions.c.order_id.in_(list(wanted)))
-        if model_version is not None:
-            q = q.where(T.decisions.c.model_version == model_version)
         out: dict[str, dict[str, Any]] = {}
         with self.transaction(conn) as conn:
+            # SQLite: which orders have a matching decision at all, straight through the DBAPI
+            # (a new order, the common case, then needs no ORM query: ~0.3 ms of one order)
+            found = _rows_by_ids(
+                conn,
+                "SELECT order_id, input_hash FROM decisions WHERE order_id IN ",
+                list(wanted),
+                *(("model_version = ?", model_version) if model_version is not None else ()),
+            )
+            if found is not None:
+                wanted = {i: h for i, h in found if wanted.get(i) == h}
+                if not wanted:
+                    return out
+            q = sa.select(T.decisions).where(T.decisions.c.order_id.in_(list(wanted)))
+            if model_version is not None:
+                q = q.where(T.decisions.c.model_version == model_version)
             for r in conn.execute(q.order_by(T.decisions.c.created_at)).mappings():
                 if wanted.get(r["order_id"]) == r["input_hash"]:
                     out[r["order_id"]] = dict(r)
@@ -554,6 +570,35 @@ def _key_cache(engine: Engine) -> _KeyCache:
 def hash_key(key: str) -> str:
     """SHA-256 of a key: keys are 256-bit random, so a plain hash is not brute-forceable."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+#: Ids per ``IN (...)`` of the DBAPI lookups (below SQLite's variable limit of 32,766).
+_IN_CHUNK = 10_000
+
+
+def _rows_by_ids(
+    conn: Connection, select_in: str, ids: list[str], *also: str
+) -> list[tuple[Any, ...]] | None:
+    """Rows of ``select_in + "(?, ...)"`` over ``ids`` on SQLite; None on other databases.
+
+    Through the DBAPI cursor of ``conn`` (its transaction), in chunks; elsewhere the caller
+    runs its SQLAlchemy query. ``also``: one more condition and its value, e.g.
+    ``("model_version = ?", version)``. Why: SQLAlchemy's statement building and row
+    processing cost ~0.15-0.3 ms per call, more than the whole lookup of one order.
+    """
+    if conn.dialect.name != "sqlite":
+        return None
+    extra_sql, extra = (f" AND {also[0]}", [also[1]]) if also else ("", [])
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            sql = f"{select_in}({', '.join('?' * len(chunk))}){extra_sql}"
+            out += cursor.execute(sql, [*chunk, *extra]).fetchall()
+        return out
+    finally:
+        cursor.close()
 
 
 def _insert_ignore(engine: Engine, table: sa.Table, *conflict: str) -> Any:
