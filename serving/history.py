@@ -607,8 +607,9 @@ class IncrementalHistory:
         Why: a frame kept per scored request until the next rebuild is ~230 objects the cyclic
         GC tracks (pandas blocks, Arrow arrays); a few thousand of them made every full
         collection scan 100k+ objects, pauses of 50-170 ms growing through a merge period (the
-        sequential p99). Levels of sizes ``FRAME_FANOUT**k`` (an LSM of frames) keep their
-        number logarithmic at ~1/16 of a 16-frame concat (~1 ms) per append; mixed sizes that
+        sequential p99). Levels of sizes ``FRAME_FANOUT**k`` (an LSM of frames, at most one
+        merge per append) keep their number logarithmic at ~1/16 of a 16-frame concat (~1 ms)
+        per append; mixed sizes that
         never fill a level are folded into one frame beyond four levels' worth. The base frame
         (index 0) is never merged here. Row order is kept, so ``rebuilt`` and the ``orders``
         readers see the same rows as before.
@@ -618,8 +619,14 @@ class IncrementalHistory:
         def level(frame: pd.DataFrame) -> int:
             return int(np.log(max(len(frame), 1)) / np.log(k) + 1e-9)
 
-        while len(f) - 1 >= k and len({level(x) for x in f[-k:]}) == 1:
-            f[-k:] = [pd.concat(f[-k:], ignore_index=True)]
+        # one merge per append, the leftmost (largest) run of k frames of one level: a full
+        # level no longer cascades into the next in the same append (the 256th single order
+        # paid a 16-frame and a 16 x 16-row concat at once, ~3 ms), it waits for the next one
+        levels = [level(x) for x in f]
+        for i in range(1, len(f) - k + 1):
+            if levels[i] == levels[i + k - 1] and len(set(levels[i : i + k])) == 1:
+                f[i : i + k] = [pd.concat(f[i : i + k], ignore_index=True)]
+                break
         if len(f) - 1 > 4 * k:
             f[1:] = [pd.concat(f[1:], ignore_index=True)]
 
