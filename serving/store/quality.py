@@ -1397,7 +1397,8 @@ def _order_rows(
 
 
 #: From this many orders in one call, rework links are found column-wise (numpy) instead of per
-#: home in Python; both give the same links (tests). A 10,000-order batch: ~4x less CPU.
+#: home in Python; both give the same links (tests). A 10,000-order batch (~14,000 orders
+#: fetched): the link search itself ~10x faster, the whole call 0.23 -> ~0.12 s CPU.
 VECTOR_LINK_ORDERS = 200
 _NAT = np.iinfo(np.int64).min
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
