@@ -226,8 +226,12 @@ class DeltaIndex:
     RECENT_ROWS = 256
     GROWTH = 4
 
-    def __init__(self, value_names: list[str]):
+    def __init__(self, value_names: list[str], stagger: int = 0):
         self.value_names = value_names
+        #: the recent level spills this many rows earlier than ``RECENT_ROWS``: indexes that
+        #: grow in step (one row per order each) then spill at different orders, not all at
+        #: the same one (each spill sorts a level for its next query: ~25 at once was ~3 ms)
+        self.stagger = stagger
         self.levels: tuple[Any, ...] = (_Recent(value_names),)
         self.retracted = False
 
@@ -247,7 +251,8 @@ class DeltaIndex:
             keys, times = keys[ok], times[ok]
         fw = float(w)
         *indexed, recent = self.levels
-        if len(recent) + m > self.RECENT_ROWS:  # spills: arrays straight to an indexed level
+        if len(recent) + m > max(self.RECENT_ROWS - self.stagger, 1):  # spills: arrays straight
+            # to an indexed level
             arr: dict[str, np.ndarray] = {}
             for k in self.value_names:  # NaN -> 0 as EventIndex does
                 v = np.asarray(values[k], dtype=float)
@@ -540,7 +545,11 @@ class IncrementalHistory:
         self.main = main
         self.vocab = {k: GrowingVocab(v) for k, v in main.vocab.items() if k != "team"}
         vocab: dict[str, Any] = {**self.vocab, "team": main.vocab["team"]}
-        self.deltas = {name: DeltaIndex(list(ix.cum)) for name, ix in main.events.items()}
+        spread = max(DeltaIndex.RECENT_ROWS // 2, 1)
+        self.deltas = {
+            name: DeltaIndex(list(ix.cum), stagger=i * spread // len(main.events))
+            for i, (name, ix) in enumerate(main.events.items())
+        }
         #: Serialises appends and due case-mix recomputations (which a query may trigger).
         self._mutex = threading.RLock()
         #: (time its tech_oe row becomes visible, row) of rows whose case mix may be stale
