@@ -192,6 +192,9 @@ def parse_bools(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """Parse ``true/false/1/0/yes/no/是/否`` (any case); return values and the bad mask."""
     if pd.api.types.is_bool_dtype(raw.dtype):
         return raw.astype("boolean"), np.zeros(len(raw), dtype=bool)
+    typed = _json_bools(raw) if raw.dtype == object else None
+    if typed is not None:  # JSON booleans (the API): what the text rule gives, without text
+        return typed, np.zeros(len(raw), dtype=bool)
     text, missing = _as_text(raw)
     low = text.str.lower()
     is_true = low.isin(TRUE_TOKENS).to_numpy()
@@ -205,7 +208,11 @@ def parse_bools(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 def parse_numbers(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """Parse numbers (typed or text); non-finite values count as unparseable."""
-    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+    typed = _json_numbers(raw) if raw.dtype == object else None
+    if typed is not None:  # JSON numbers (the API): what the text rule gives, without text
+        num = typed
+        missing = num.isna().to_numpy()
+    elif pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
         num = raw.astype("float64")
         missing = num.isna().to_numpy()
     else:
@@ -214,6 +221,36 @@ def parse_numbers(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     finite = np.isfinite(num.to_numpy())
     bad = ~missing & ~finite
     return num.where(finite), bad
+
+
+def _json_bools(raw: pd.Series) -> pd.Series | None:
+    """An object column of Python bools / None as ``boolean`` (None: other values)."""
+    values = raw.tolist()
+    if all(v is None or type(v) is bool for v in values):
+        return pd.Series(pd.array(values, dtype="boolean"), index=raw.index)
+    return None
+
+
+def _json_numbers(raw: pd.Series) -> pd.Series | None:
+    """An object column of Python ints / floats / None as float64, as the text rule reads it.
+
+    None when other values are present (they take the text rule). The rule writes a whole
+    float as its integer (so ``-0.0`` reads ``0.0``) and parses the text; ints beyond int64
+    are left to it (its parse of them differs from ``float``).
+    """
+    values = raw.tolist()
+    out = np.empty(len(values), dtype=float)
+    for i, v in enumerate(values):
+        t = type(v)
+        if v is None:
+            out[i] = np.nan
+        elif t is float:
+            out[i] = float(int(v)) if v.is_integer() else v
+        elif t is int and -(2**63) <= v < 2**63:
+            out[i] = v
+        else:
+            return None
+    return pd.Series(out, index=raw.index)
 
 
 # --------------------------------------------------------------------------- table checks

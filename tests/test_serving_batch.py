@@ -463,3 +463,26 @@ def test_find_decisions_through_the_dbapi_equals_the_orm_query(tmp_path, monkeyp
         "A": "m/2", "B": "m/1", "C": "m/1b"
     }  # fmt: skip
     assert set(fast[1]) == {"A"} and set(fast[2]) == {"C"} and fast[3] == {}
+
+
+def test_typed_json_cells_validate_as_through_their_text(monkeypatch):
+    """Bools and numbers that arrive typed (the API's JSON) parse as the text rule parses
+    them: missing, bad and values equal (whole floats as integers, -0.0, inf, big ints)."""
+    from models import validation as V
+
+    cells = [None, 0, 1, -3, 2**53 + 1, 2**63 - 1, 2**70, 1.5, -0.0, 2.0, 1e300, float("nan"),
+             float("inf"), -float("inf"), 0.1 + 0.2]  # fmt: skip
+    rng = np.random.default_rng(1)
+    columns = [pd.Series(rng.choice(np.array(cells, dtype=object), 40), dtype=object)
+               for _ in range(30)]  # fmt: skip
+    columns += [pd.Series([c], dtype=object) for c in cells]
+    bools = [pd.Series(rng.choice(np.array([True, False, None], dtype=object), 40), dtype=object)
+             for _ in range(10)]  # fmt: skip
+    fast = [V.parse_numbers(c) for c in columns] + [V.parse_bools(b) for b in bools]
+    monkeypatch.setattr(V, "_json_numbers", lambda raw: None)
+    monkeypatch.setattr(V, "_json_bools", lambda raw: None)
+    slow = [V.parse_numbers(c) for c in columns] + [V.parse_bools(b) for b in bools]
+    for (fv, fbad), (sv, sbad) in zip(fast, slow, strict=True):
+        pd.testing.assert_series_equal(fv, sv)
+        np.testing.assert_array_equal(fbad, sbad)
+        assert [str(x) for x in fv.tolist()] == [str(x) for x in sv.tolist()]  # -0.0 vs 0.0
