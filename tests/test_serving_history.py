@@ -167,3 +167,41 @@ def test_appended_frames_are_merged_without_changing_rows_or_features(data, fano
     assert most < len(sizes) // 2
     full = build_history(kept, technicians=techs, units=units, config=cfg)
     _same_features(inc, full, done.iloc[pos : pos + 20])
+
+
+def test_single_orders_are_buffered_as_values_and_read_back_exactly(data):
+    """One-order appends (the sequential API) are kept as plain column values, not a frame
+    each (no merges on the request path); reading the frames gives exactly the appended rows
+    and dtypes, in order, also with batches in between, and the features of a rebuild."""
+    import gc
+
+    from serving.engine import validate_raw
+    from serving.history import Columns
+    from tests.serving_fixtures import payload
+
+    done, techs, units = data
+    cfg = FeatureConfig()
+    inc = IncrementalHistory(done.iloc[:450], techs, units, cfg)
+    seen = [done.iloc[:450]]
+    pos = 450
+    for size in [1] * 30 + [5] + [1] * 12:
+        chunk = done.iloc[pos : pos + size]
+        pos += size
+        inc.append(Columns(chunk) if size == 1 else chunk)
+        seen.append(chunk)
+    assert len(inc._frames) <= 3  # the base, the first 30 as one frame, the batch
+    assert inc._buffer is not None and inc._buffer.n == 12
+    assert not any(gc.is_tracked(v) for col in inc._buffer.values for v in col)
+    kept = pd.concat(inc.frames, ignore_index=True)
+    pd.testing.assert_frame_equal(kept, pd.concat(seen, ignore_index=True))
+    full = build_history(kept, technicians=techs, units=units, config=cfg)
+    _same_features(inc, full, done.iloc[pos : pos + 20])
+    # the API's validated one-order frames (with their source_row column) read back the same
+    api = [validate_raw(payload(done.iloc[i : i + 1]))[0] for i in range(pos, pos + 10)]
+    inc2 = IncrementalHistory(done.iloc[:pos], techs, units, cfg)
+    for frame in api:
+        inc2.append(Columns(frame))
+    assert inc2._buffer is not None and inc2._buffer.n == 10
+    pd.testing.assert_frame_equal(
+        pd.concat(inc2.frames[1:], ignore_index=True), pd.concat(api, ignore_index=True)
+    )
