@@ -458,16 +458,57 @@ REASON_TEXTS: dict[str, tuple[str, Callable[[Mapping[str, Any], Any], str]]] = {
 FEATURE_NAMES_ZH: dict[str, str] = {k: name for k, (_c, name, _f) in REASONS.items()}
 
 
-def reason_item(feature: str, row: Mapping[str, Any], contribution: float) -> dict[str, Any]:
+def reason_item(
+    feature: str,
+    row: Mapping[str, Any],
+    contribution: float,
+    memo: dict[tuple[str, type, Any], tuple[str, str, Any]] | None = None,
+) -> dict[str, Any]:
     """One reason: code, Chinese text, feature, value, log-odds contribution (both heads).
 
     A missing value reads "<中文名>未知" (e.g. a technician without a certification record):
     the reason is that the information is absent, which a quality team can act on.
+
+    ``memo``: wordings already made in this batch, by feature and value (a batch of 10,000
+    orders has ~30,000 reasons but a few thousand distinct ones); not for the features whose
+    wording reads other cells of the row (``_READS_ROW``) nor for values it could confuse.
     """
     v = row.get(feature)
     value: Any = None if v is None or (isinstance(v, float) and v != v) else v  # NaN: missing
     if isinstance(value, np.generic):
         value = value.item()
+    kind = type(value)
+    if (
+        memo is None
+        or feature in _READS_ROW
+        or kind not in _MEMO_TYPES
+        or (kind is float and value == 0.0)  # 0.0 and -0.0 are one key but two texts
+    ):
+        code, text, shown = _wording(feature, row, value)
+    else:
+        key = (feature, kind, value)
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = _wording(feature, row, value)
+        code, text, shown = hit
+    return {
+        "code": code,
+        "text": text,
+        "feature": feature,
+        "value": shown,
+        "contribution": round(float(contribution), 4),
+    }
+
+
+#: Features whose wording reads other cells of the order's row (the arrival context), so their
+#: text is not a function of their own value (a test checks that no other wording reads it).
+_READS_ROW = frozenset({"arrival_overdue", "arrival_sla_ratio"})
+#: Value types a wording memo keys on (hashable, compared by value).
+_MEMO_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def _wording(feature: str, row: Mapping[str, Any], value: Any) -> tuple[str, str, Any]:
+    """Reason code, Chinese text and the value as shown, of a feature's (present) value."""
     code, name, fn = REASONS.get(feature, (feature, feature, None))  # type: ignore[arg-type]
     if value is None:
         text = f"{name}未知"
@@ -478,13 +519,7 @@ def reason_item(feature: str, row: Mapping[str, Any], contribution: float) -> di
             text = fn(row, value)
         except (TypeError, ValueError):
             text = f"{name}：{value}"
-    return {
-        "code": code,
-        "text": text,
-        "feature": feature,
-        "value": value if not isinstance(value, float) else round(value, 4),
-        "contribution": round(float(contribution), 4),
-    }
+    return code, text, value if not isinstance(value, float) else round(value, 4)
 
 
 def numeric_matrix(features: pd.DataFrame, names: list[str]) -> np.ndarray:
@@ -624,6 +659,7 @@ class Reasoner:
         needed = {names[j] for j in np.unique(order)} | set(_CONTEXT)
         cols = {c: features[c].to_numpy() for c in needed if c in features}
         out: list[list[dict[str, Any]]] = []
+        memo: dict[tuple[str, type, Any], tuple[str, str, Any]] = {}  # this batch's wordings
         for i, (top, tops) in enumerate(zip(order.tolist(), values, strict=True)):
             row = _Row(cols, i)  # the few cells a wording reads, not a dict of every column
             items: list[dict[str, Any]] = []
@@ -631,7 +667,7 @@ class Reasoner:
             for j, c in zip(top, tops, strict=True):
                 if c <= 0 or len(items) == k:
                     break
-                item = reason_item(names[j], row, c)
+                item = reason_item(names[j], row, c, memo)
                 if item["code"] not in seen:
                     seen.add(item["code"])
                     items.append(item)

@@ -486,3 +486,41 @@ def test_typed_json_cells_validate_as_through_their_text(monkeypatch):
         pd.testing.assert_series_equal(fv, sv)
         np.testing.assert_array_equal(fbad, sbad)
         assert [str(x) for x in fv.tolist()] == [str(x) for x in sv.tolist()]  # -0.0 vs 0.0
+
+
+def test_only_the_declared_wordings_read_other_cells_of_the_row():
+    """The batch's wording memo keys on a feature's own value: any wording that reads the
+    row must be declared in ``_READS_ROW`` (a row that refuses every read proves it)."""
+    from collections.abc import Mapping
+
+    from models.features import build_features
+    from models.reasons import _READS_ROW, REASONS, reason_item
+
+    class Refusing(Mapping):
+        def __init__(self, feature, value):
+            self.feature, self.value = feature, value
+
+        def __getitem__(self, name):
+            if name != self.feature:
+                raise AssertionError(f"{self.feature}'s wording read {name}")
+            return self.value
+
+        def get(self, name, default=None):
+            return self[name]
+
+        def __iter__(self):
+            return iter([self.feature])
+
+        def __len__(self):
+            return 1
+
+    orders, techs, units, _ = make_orders(n=600, seed=4)
+    feats = build_features(orders, technicians=techs, units=units)
+    checked = 0
+    for feature in REASONS:
+        if feature in _READS_ROW or feature not in feats:
+            continue
+        for v in feats[feature].dropna().unique()[:20]:
+            reason_item(feature, Refusing(feature, v), 0.1)
+            checked += 1
+    assert checked > 200
