@@ -683,15 +683,21 @@ class IncrementalHistory:
 
     @property
     def frames(self) -> list[pd.DataFrame]:
-        """Every order of the history as frames, in the order they were added."""
-        self._unbuffer()
-        return self._frames
+        """Every order of the history as frames, in the order they were added.
+
+        A new list, read under the history's mutex: a reader outside the owner's lock (the
+        reasons reference at a reload) never sees an append half done.
+        """
+        with self._mutex:
+            self._unbuffer()
+            return list(self._frames)
 
     @frames.setter
     def frames(self, frames: list[pd.DataFrame]) -> None:
-        if self._buffer is not None and self._buffer.n:
-            raise RuntimeError("read the frames (with the buffered orders) before replacing them")
-        self._frames = frames
+        with self._mutex:
+            if self._buffer is not None and self._buffer.n:
+                raise RuntimeError("read the frames (and buffered orders) before replacing them")
+            self._frames = list(frames)
 
     def _unbuffer(self) -> None:
         """Move the buffered one-order frames into ``_frames`` as one frame."""
