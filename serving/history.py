@@ -318,9 +318,10 @@ class LayeredIndex:
         sums: dict[str, np.ndarray] = {}
         recent = self.delta.levels[-1]
         scan = 0 < len(recent) and len(keys) * len(recent) <= _SCAN_CELLS
+        find_hi, find_lo = _finder(hi_key), _finder(lo_key)
         for index, weighted in self._layers(recent=not scan):
-            hi = np.searchsorted(index.comp, hi_key, side="left")
-            lo = np.minimum(np.searchsorted(index.comp, lo_key, side="left"), hi)
+            hi = find_hi(index.comp)
+            lo = np.minimum(find_lo(index.comp), hi)
             if weighted:
                 c = index.cum[_W]
                 count = count + (c[hi] - c[lo])
@@ -449,6 +450,30 @@ class LayeredIndex:
             v = float(max(before))
             last = v if last != last or v > last else last
         return np.array([last])
+
+
+#: From this many needles on, ``searchsorted`` runs on them sorted (numpy is ~5x faster on
+#: sorted needles: 10,000 into 100k keys 1.8 -> 0.33 ms, the sort 0.17 ms, once per query).
+_SORT_NEEDLES = 64
+
+
+def _finder(needles: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``lambda comp: np.searchsorted(comp, needles, side="left")`` for every layer.
+
+    A big query's needles are sorted once for all the layers (same positions, returned in the
+    needles' order).
+    """
+    if len(needles) < _SORT_NEEDLES:
+        return lambda comp: np.searchsorted(comp, needles, side="left")
+    order = np.argsort(needles, kind="stable")
+    ordered = needles[order]
+
+    def find(comp: np.ndarray) -> np.ndarray:
+        out = np.empty(len(needles), dtype=np.intp)
+        out[order] = np.searchsorted(comp, ordered, side="left")
+        return out
+
+    return find
 
 
 class _Rows:
