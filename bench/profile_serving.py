@@ -43,7 +43,7 @@ PHASES: list[tuple[str, str, str]] = [
     ("serving.engine", "Scorer._decide", "decide"),
     ("serving.engine", "feature_arrays", "features"),
     ("serving.engine", "feature_matrix", "feature_matrix"),
-    ("serving.engine", "db_rows", "db_rows"),
+    ("serving.engine", "db_rows_and_columns", "db_rows"),
     ("serving.engine", "Scorer._model_flags", "model_flags"),
     ("serving.engine", "S.hard_rule_reasons", "hard_rules"),
     ("serving.engine", "S.draw", "draw"),
