@@ -2,11 +2,15 @@
 
 Why an in-memory history: as-of features need the past orders of the same home, technician,
 resident and community. Rebuilding the feature index from the database per request would cost
-seconds, so the service keeps a :class:`models.features.History` of every stored order in memory
-and rebuilds it in a background thread when new orders arrived (at most every
-``history_refresh_seconds``). Scores therefore see the history with a bounded lag; orders of the
-same batch do not see each other. Features are computed by ``models.features.features_for``,
-the training code path.
+seconds, so the service keeps the history of every stored order in memory
+(:class:`HistoryCache`): each batch's new orders are appended before its features are computed,
+so they are history for each other (as in training) and for the next request at once; a
+background thread folds corrections in and re-indexes a grown delta. Features are computed by
+``models.features.feature_arrays`` / ``features_for``, the training code path.
+
+Big batches (up to 10,000 orders) take column-wise paths in the store (hashes, rows, rework
+links, inserts) that record exactly what the per-order paths record (tests compare both), run
+with the cyclic GC paused, and the history merge they trigger waits until they are answered.
 
 Idempotency: a decision is keyed by (order id, content hash, model version). Sending the same
 order again returns the recorded decision; ``rescore`` asks for a decision under the model being
