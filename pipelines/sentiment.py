@@ -336,7 +336,10 @@ def train_cmd(
         extra={"n_positive": int(y.sum()), "n_negative": int(len(y) - y.sum()), "source": in_.name},
     )
     shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k != "cv_folds")
-    typer.echo(f"trained on {len(y)} comments ({int(y.sum())} positive) -> {out}/  {shown}")
+    typer.echo(
+        f"trained on {len(y)} comments ({int(y.sum())} positive) plus {model.n_aux_} auxiliary "
+        f"reviews -> {out}/  {shown}"
+    )
 
 
 @app.command("score")
