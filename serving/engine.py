@@ -722,11 +722,11 @@ class Scorer:
                         self.cache.add(fresh, corrected=corrected)
                 if todo.any():
                     chosen = cols if todo.all() else Columns(orders[todo])
-                    new = self._decide(
+                    new, new_columns = self._decide(
                         served, chosen, [h for h, t in zip(hashes, todo, strict=True) if t]
                     )
             if todo.any():
-                inserted = self.store.insert_decisions(new, conn)
+                inserted = self.store.insert_decisions(new, conn, new_columns)
                 if inserted == len(new):  # all ours: no read-back round trip
                     found.update({r["order_id"]: r for r in new})
                 else:  # a concurrent request recorded some first: return the recorded ones
@@ -749,8 +749,11 @@ class Scorer:
 
     def _decide(
         self, served: ServedModel, orders: pd.DataFrame, hashes: list[str]
-    ) -> list[dict[str, Any]]:
-        """Features, both heads, policy and sample for orders without a recorded decision."""
+    ) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
+        """Features, both heads, policy and sample for orders without a recorded decision.
+
+        Returns the decision rows and the same values per column (what the insert reads).
+        """
         history = self.cache.history
         assert history is not None, "history not built"
         names = served.model.feature_names
@@ -809,9 +812,11 @@ class Scorer:
                 f = worded[(code, kind)] = self._flag(code, kind, scores, i)
             return dict(f)  # each decision its own object
 
+        every_flags: list[list[dict[str, Any]]] = []
         for i in range(len(orders)):
             flags = [flag(c, "rule", i) for c in rule_codes[i]]
             flags += [flag(c, "model", i) for c in model_codes[i]]
+            every_flags.append(flags)
             done = done_utc[i]
             out.append(
                 {
@@ -835,7 +840,28 @@ class Scorer:
                     "created_at": now,
                 }
             )
-        return out
+        n = len(out)
+        columns: dict[str, list[Any]] = {  # one object where every row holds an equal one
+            "decision_id": decision_ids,
+            "order_id": [r["order_id"] for r in out],
+            "input_hash": list(hashes),
+            "model_version": [served.identity.tag] * n,
+            "model_versions": [dict(head_versions)] * n,
+            "policy_version": [pol.version] * n,
+            "rework_risk": rework,
+            "dissatisfaction_prob": dissat,
+            "risk_level": [str(v) for v in level_list],
+            "mandatory_inspection": [bool(f) for f in every_flags],
+            "inspection_reasons": every_flags,
+            "third_party_sample": [bool(v) for v in sampled_list],
+            "inclusion_probability": pi_list,
+            "draw_u": u_list,
+            "reasons": reasons,
+            "community_id": communities,
+            "completed_at": done_utc,
+            "created_at": [now] * n,
+        }
+        return out, columns
 
     def _model_flags(self, scores: dict[str, np.ndarray], orders: pd.DataFrame) -> list[list[str]]:
         """Model signals: thresholds, or capacity slots per community per local day."""

@@ -377,7 +377,8 @@ def _score_through_the_api(root, model_dir, history, batch) -> dict:
 def test_a_big_batch_through_the_fast_paths_equals_the_per_row_paths(tmp_path, monkeypatch):
     """The whole decision of a 1,500-order batch (copies with tied times and homes included):
     answered decisions, stored orders, recorded decisions and rework links are the same with
-    every batch fast path on (column-wise hashes, times, links; GC pause) and off."""
+    every batch fast path on (column-wise hashes, times, links, decision columns; GC pause)
+    and off."""
     from serving import engine
     from serving.routes import score as route
     from serving.store import db
@@ -399,6 +400,12 @@ def test_a_big_batch_through_the_fast_paths_equals_the_per_row_paths(tmp_path, m
         (route, "GC_PAUSE_ORDERS"),
     ):
         monkeypatch.setattr(module, name, 10**9)
+    insert = db.Store.insert_decisions  # the decisions read from their rows, not the columns
+    monkeypatch.setattr(
+        db.Store,
+        "insert_decisions",
+        lambda self, rows, conn=None, columns=None: insert(self, rows, conn),
+    )
     slow = _score_through_the_api(tmp_path / "slow", model_dir, history, batch)
     assert len(fast["answered"]) == 1500 and len(fast["links"]) > 100
     for part in ("answered", "orders", "decisions", "links"):

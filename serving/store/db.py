@@ -434,18 +434,24 @@ class Store(QualityLoopStore):
                     out[r["order_id"]] = dict(r)
         return out
 
-    def insert_decisions(self, rows: list[dict[str, Any]], conn: Connection | None = None) -> int:
+    def insert_decisions(
+        self,
+        rows: list[dict[str, Any]],
+        conn: Connection | None = None,
+        columns: dict[str, list[Any]] | None = None,
+    ) -> int:
         """Record decisions; a concurrent duplicate (same order, input, model) is skipped.
 
         One ``executemany`` (in ``conn``'s transaction if given). Returns the rows inserted (-1
         when the driver does not say): fewer than given means another request recorded some
-        first.
+        first. ``columns``: the rows' values per column (the scorer has them; read instead of
+        every row, and a column holding one object converts it once).
         """
         if not rows:
             return 0
         with self.transaction(conn) as conn:
             n = insert_ignore_many(
-                conn, T.decisions, ("order_id", "input_hash", "model_version"), rows
+                conn, T.decisions, ("order_id", "input_hash", "model_version"), rows, columns
             )
         return n
 
