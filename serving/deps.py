@@ -6,6 +6,10 @@ a known key of the wrong role: 403. Key lookups are cached by the store
 (``Store.cached_role_of``) so the hot path does not query the database per request: a key
 revoked or created in this process takes effect at once, one revoked by another process (the
 CLI) within ``REPAIRQC_KEY_CACHE_SECONDS``.
+
+Both dependencies are ``async`` although they do not await: FastAPI runs a sync dependency in
+its threadpool, a thread hand-off each (~a quarter of the event loop's time per single-order
+score, py-spy); the role lookup is a dict hit, a database query at most every few seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from serving.state import ServiceState
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     """The app's state (503 while the model is not loaded)."""
     state = getattr(request.app.state, "service", None)
     if state is None:
@@ -35,7 +39,7 @@ def _role(state: ServiceState, key: str) -> str | None:
 def require(*roles: str) -> Callable[..., str]:
     """Dependency: the caller's key must have one of ``roles`` (admin always may)."""
 
-    def check(
+    async def check(
         creds: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
         state: ServiceState = Depends(get_state),  # noqa: B008
     ) -> str:
