@@ -10,13 +10,16 @@ the bad ones come back in ``rejected``; no good order is lost either way.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 import pandas as pd
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 from starlette.background import BackgroundTask
 
@@ -29,7 +32,38 @@ from serving.state import ServiceState
 from serving.store import tables as T
 from serving.store.db import frame_rows
 
-router = APIRouter()
+
+class _OrjsonRequest(Request):
+    """A request whose JSON body is parsed by orjson (~3x the stdlib's speed on a big batch).
+
+    Whatever orjson refuses (numbers beyond 64 bits, ``NaN``, UTF-16 bodies, lone surrogates,
+    ...) goes through the stdlib parser as before, so every body parses to the same values,
+    or fails with the same ``json_invalid`` 422, as with Starlette's own ``Request.json``.
+    """
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                self._json = json.loads(body)
+        return self._json
+
+
+class _OrjsonRoute(APIRoute):
+    """The score route's request class (FastAPI's documented custom-request pattern)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def parse_with_orjson(request: Request) -> Response:
+            return await handler(_OrjsonRequest(request.scope, request.receive))
+
+        return parse_with_orjson
+
+
+router = APIRouter(route_class=_OrjsonRoute)
 log = logging.getLogger(__name__)
 
 #: Requests of at most this many orders go through the scorer's coalescer (big batches are
