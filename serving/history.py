@@ -33,7 +33,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -318,7 +318,8 @@ class LayeredIndex:
         sums: dict[str, np.ndarray] = {}
         recent = self.delta.levels[-1]
         scan = 0 < len(recent) and len(keys) * len(recent) <= _SCAN_CELLS
-        find_hi, find_lo = _finder(hi_key), _finder(lo_key)
+        find_hi, order = _finder(hi_key)
+        find_lo, _ = _finder(lo_key, order)
         for index, weighted in self._layers(recent=not scan):
             hi = find_hi(index.comp)
             lo = np.minimum(find_lo(index.comp), hi)
@@ -457,15 +458,21 @@ class LayeredIndex:
 _SORT_NEEDLES = 64
 
 
-def _finder(needles: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+def _finder(
+    needles: np.ndarray, order: np.ndarray | None = None
+) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray | None]:
     """``lambda comp: np.searchsorted(comp, needles, side="left")`` for every layer.
 
-    A big query's needles are sorted once for all the layers (same positions, returned in the
-    needles' order).
+    A big query's needles are searched in sorted order (numpy's searchsorted is ~5x faster on
+    sorted needles), with the same positions returned in the needles' order. Returns the
+    finder and the order it uses. ``order``: search in this order instead of sorting (a
+    query's lower bounds in its upper bounds' order: sorted or nearly, and the positions do
+    not depend on the order in any case).
     """
     if len(needles) < _SORT_NEEDLES:
-        return lambda comp: np.searchsorted(comp, needles, side="left")
-    order = np.argsort(needles, kind="stable")
+        return (lambda comp: np.searchsorted(comp, needles, side="left")), None
+    if order is None:
+        order = _sort_order(needles)
     ordered = needles[order]
 
     def find(comp: np.ndarray) -> np.ndarray:
@@ -473,7 +480,29 @@ def _finder(needles: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         out[order] = np.searchsorted(comp, ordered, side="left")
         return out
 
-    return find
+    return find, order
+
+
+#: The last few big needle arrays and their sort order: a batch's ~60 feature queries search
+#: a handful of distinct ``(key, time)`` arrays (the unit's, the technician's, ... at report
+#: or completion time) in different event indexes, so most argsorts are repeats.
+_ORDERS: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=8)
+
+
+def _sort_order(needles: np.ndarray) -> np.ndarray:
+    """``np.argsort(needles, kind="stable")``, reused when equal needles were sorted lately."""
+    n = len(needles)
+    for seen, order in list(_ORDERS):  # a snapshot: other threads may append meanwhile
+        if (
+            len(seen) == n
+            and seen[0] == needles[0]
+            and seen[-1] == needles[-1]
+            and np.array_equal(seen, needles)
+        ):
+            return order
+    order = np.argsort(needles, kind="stable")
+    _ORDERS.append((needles.copy(), order))
+    return order
 
 
 class _Rows:
