@@ -57,7 +57,6 @@ PHASES: list[tuple[str, str, str]] = [
     ("models.reasons", "Reasoner.top", "reasons"),
     ("models.estimators", "RiskHead.predict_proba_matrix", "heads"),
     ("serving.routes.score", "_respond", "respond"),
-    ("serving.routes.score", "_ORDERS_DUMP.dump_python", "orders_dump"),
     ("serving.engine", "Coalescer.submit_raw", "coalescer"),
 ]
 

@@ -9,7 +9,7 @@ API as in a file's quarantine.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +22,7 @@ from pydantic import (
     create_model,
     model_validator,
 )
+from typing_extensions import TypedDict
 
 from models.schemas import CATEGORIES, ORDERS, TECHNICIANS, UNITS, Column, Table
 
@@ -100,7 +101,33 @@ UNIT_EXAMPLE = {
     "area_m2": 89.5,
 }
 
-OrderIn = _model(ORDERS, "OrderIn", ORDER_EXAMPLE)
+
+def _typed_dict(table: Table, name: str, example: dict[str, Any]) -> type:
+    """:func:`_model` as a ``TypedDict``: the same fields, documentation and examples.
+
+    Why for the orders: a 10,000-order request validated into models and dumped back to dicts
+    for the contract checks cost ~56 ms; a ``TypedDict`` validates to dicts at once (~17 ms).
+    Absent fields are absent from the dict (:data:`ORDER_NONE` fills them, as ``model_dump``
+    did).
+    """
+    fields = {
+        c.name: Annotated[  # type: ignore[valid-type]
+            _LOOSE[c.dtype],
+            Field(description=_describe(c), json_schema_extra={"default": None}),
+        ]
+        for c in table.columns
+    }
+    td = TypedDict(name, fields, total=False)  # type: ignore[operator]
+    td.__doc__ = f"One row of the contract's {table.name} table ({table.doc})."
+    td.__pydantic_config__ = ConfigDict(  # type: ignore[attr-defined]
+        extra="ignore", json_schema_extra={"examples": [example]}
+    )
+    return cast(type, td)
+
+
+OrderIn = _typed_dict(ORDERS, "OrderIn", ORDER_EXAMPLE)
+#: An order with every contract field ``None`` (a validated order's absent fields).
+ORDER_NONE: dict[str, Any] = dict.fromkeys(ORDERS.names)
 TechnicianIn = _model(TECHNICIANS, "TechnicianIn", TECHNICIAN_EXAMPLE)
 UnitIn = _model(UNITS, "UnitIn", UNIT_EXAMPLE)
 
