@@ -916,6 +916,10 @@ def history_arrays(
     return a
 
 
+#: The aspects of a follow-up comment the technician/home features read.
+_COMPLAINT_ASPECTS: tuple[str, ...] = ("quality", "attitude")
+
+
 def _comment_complaints(comments: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Per follow-up comment: 1 when it complains about workmanship (质量/复发) / attitude (态度).
 
@@ -931,7 +935,7 @@ def _comment_complaints(comments: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     att = np.full(len(strs), np.nan)
     for i, t in enumerate(strs):
         if t is not None and t.strip():
-            tags = aspect_tags(t)
+            tags = aspect_tags(t, _COMPLAINT_ASPECTS)
             q[i] = float(tags.get("quality", 0) < 0)
             att[i] = float(tags.get("attitude", 0) < 0)
     return q, att

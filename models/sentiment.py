@@ -861,17 +861,21 @@ def _negated(text: str, start: int) -> bool:
     return bool(_NEGATOR.search(text[max(0, start - _NEG_WINDOW) : start]))
 
 
-def aspect_tags(text: Any) -> dict[str, int]:
+def aspect_tags(text: Any, aspects: Iterable[str] | None = None) -> dict[str, int]:
     """Aspect polarities of one comment: ``{aspect: +1 praise | -1 complaint | 0 mention}``.
 
     Aspects not mentioned are absent. Within an aspect a complaint wins over praise: residents
     soften complaints with thanks (师傅很辛苦，但是又漏了), and for monitoring the complaint is
-    what must not be lost.
+    what must not be lost. ``aspects`` limits the work to the aspects a caller reads (the
+    feature builder tags every follow-up comment of the history but reads two of them); each
+    aspect's polarity does not depend on the others, so the result is the full one restricted.
     """
     if not isinstance(text, str) or not text.strip():
         return {}
     out: dict[str, int] = {}
-    for aspect, cues in _LEXICON.items():
+    wanted = _LEXICON.keys() if aspects is None else aspects
+    for aspect in wanted:
+        cues = _LEXICON[aspect]
         seen: list[int] = []
         taken: list[tuple[int, int]] = []
         for cue in cues:

@@ -311,6 +311,9 @@ def test_retrained_snownlp_survives_the_marshal_suffix(tmp_path: Path) -> None:
 )
 def test_aspect_tags_with_negation(text: str, expected: dict[str, int]) -> None:
     assert aspect_tags(text) == expected
+    # restricted to some aspects: the full result restricted (the feature builder reads two)
+    for some in (("quality", "attitude"), ("fees",), ()):
+        assert aspect_tags(text, some) == {a: v for a, v in expected.items() if a in some}
 
 
 def test_aspect_frame_columns() -> None:
