@@ -27,7 +27,7 @@ from serving.engine import HistoryCache, Scorer, ServedModel, feature_matrix
 from serving.model_source import ModelIdentity, ModelLoadError, load_from_dir, load_from_registry
 from serving.observability import Metrics
 from serving.schemas import ORDER_EXAMPLE
-from serving.store.db import Store, make_engine, upgrade
+from serving.store.db import Store, WalCheckpointer, make_engine, upgrade
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,11 @@ class ServiceState:
         self.settings = settings
         self.metrics = Metrics()
         self.policy = load_policy(settings.policy_path)
-        self.engine = make_engine(settings.database_url)
+        # the WAL is checkpointed in the background, not by the request whose commit fills it
+        self.engine = make_engine(settings.database_url, autocheckpoint=False)
         upgrade(self.engine)
+        self.checkpointer = WalCheckpointer(self.engine)
+        self.checkpointer.start()
         self.store = Store(self.engine, key_cache_seconds=settings.key_cache_seconds)
         self.cache = HistoryCache(
             self.store, settings.history_refresh_seconds, settings.history_merge_orders
@@ -159,4 +162,5 @@ class ServiceState:
         """Stop background work and close connections."""
         self.cache.stop()
         self.scorer.coalescer.stop()
+        self.checkpointer.stop()
         self.engine.dispose()

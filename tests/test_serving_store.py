@@ -168,3 +168,50 @@ def test_content_hash_text_is_unchanged():
     }
     # the digest of the first service version (json.dumps, sort_keys, ensure_ascii=False)
     assert content_hash(row) == "cb025d3c9bc419b9dbaa1f7594533f2643c76c2bdfd8aeeea22abc4475925eca"
+
+
+def test_wal_is_checkpointed_in_the_background_not_by_the_committing_writer(tmp_path):
+    """Autocheckpoint off: commits leave the WAL alone; the checkpointer thread copies it."""
+    import time
+
+    from serving.store.db import WalCheckpointer
+
+    path = tmp_path / "a.db"
+    engine = make_engine(f"sqlite:///{path}", autocheckpoint=False)
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        conn.exec_driver_sql("CREATE TABLE t (x TEXT)")
+
+    def write(n: int) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (?)", [("x" * 2000,) for _ in range(n)])
+
+    write(2500)  # ~5 MB: past SQLite's default autocheckpoint threshold (1,000 pages)
+    assert path.stat().st_size < 100_000  # the writer did not copy the WAL into the file
+    with sqlite3_connect(path) as raw:  # another reader sees the committed rows (durable)
+        assert raw.execute("SELECT count(*) FROM t").fetchone()[0] == 2500
+    checkpointer = WalCheckpointer(engine, poll_seconds=0.01)
+    assert checkpointer.checkpoints == 0
+    checkpointer.start()
+    deadline = time.monotonic() + 10
+    while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpointer.checkpoints >= 1
+    assert path.stat().st_size > 2500 * 2000  # the rows are in the database file now
+    write(10)
+    checkpointer.stop()
+    engine.dispose()
+    with sqlite3_connect(path) as raw:
+        assert raw.execute("SELECT count(*) FROM t").fetchone()[0] == 2510
+    # off SQLite files (in memory) there is nothing to checkpoint: start is a no-op
+    memory = WalCheckpointer(make_engine("sqlite://"))
+    memory.start()
+    memory.stop()
+    assert memory.checkpoints == 0
+
+
+def sqlite3_connect(path):
+    import contextlib
+    import sqlite3
+
+    return contextlib.closing(sqlite3.connect(path))

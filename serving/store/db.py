@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import logging
 import math
 import secrets
 import threading
@@ -34,9 +35,16 @@ from models.schemas import ORDERS, TECHNICIANS, TIMEZONE, UNITS, Table
 from serving.store import tables as T
 from serving.store.quality import QualityLoopStore
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 #: Seconds a SQLite writer waits for the lock before failing (requests queue, never drop).
 SQLITE_BUSY_TIMEOUT_S = 30
+#: WAL size (pages) from which the background checkpointer copies the WAL into the database:
+#: SQLite's own ``wal_autocheckpoint`` default, so the WAL stays as small as before.
+WAL_CHECKPOINT_PAGES = 1000
+#: How often the background checkpointer looks at the WAL's size (one ``stat``).
+WAL_CHECKPOINT_POLL_S = 0.25
 #: Roles of API keys and what they may do (checked in ``serving.deps``).
 ROLES: tuple[str, ...] = ("system", "quality", "admin")
 #: Prefix of every key: recognisable in a leaked-secret scan.
@@ -63,8 +71,15 @@ def json_text(value: Any) -> str:
         return json.dumps(value)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, autocheckpoint: bool = True) -> Engine:
     """Engine for ``url``; SQLite gets WAL, a busy timeout and a created parent folder.
+
+    ``autocheckpoint=False``: the engine's connections never checkpoint the WAL themselves
+    (``wal_autocheckpoint=0``); the owner must run a :class:`WalCheckpointer`, or the WAL only
+    shrinks when the last connection closes. The service does: otherwise the commit that
+    crosses SQLite's 1,000-page threshold copies the WAL into the database inside a request
+    (~4 % of a 10,000-order batch's CPU), although a committed WAL transaction is durable
+    without the checkpoint.
 
     Why ``synchronous=NORMAL`` is enough for an audit store: in WAL mode a commit is durable
     across a crash of the *process* (the service) at once; only a power loss or OS crash can
@@ -89,10 +104,79 @@ def make_engine(url: str) -> Engine:
             # WAL + NORMAL: durable across process crashes, one fsync per checkpoint
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+            if not autocheckpoint:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, json_serializer=json_text)
+
+
+class WalCheckpointer:
+    """Checkpoints a SQLite WAL from a background thread instead of inside the committing request.
+
+    Why: with SQLite's automatic checkpoint, the writer whose commit pushes the WAL past
+    ``wal_autocheckpoint`` pages copies it into the database before its request can answer.
+    Here the engine's connections have autocheckpoint off (``make_engine(autocheckpoint=False)``)
+    and this thread runs the same ``PASSIVE`` checkpoint SQLite would, once the WAL file
+    exceeds the same threshold, on its own connection (the sqlite3 driver releases the GIL
+    while it runs, so a request thread keeps its core). Durability is unchanged: a committed
+    transaction is in the WAL (durable across a process crash at once, as before); the
+    checkpoint only moves it into the main file. A ``PASSIVE`` checkpoint never blocks
+    readers or writers. Not SQLite, or an in-memory database: :meth:`start` does nothing.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        pages: int = WAL_CHECKPOINT_PAGES,
+        poll_seconds: float = WAL_CHECKPOINT_POLL_S,
+    ):
+        self.engine = engine
+        self.pages = pages
+        self.poll_seconds = poll_seconds
+        self.checkpoints = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        path = engine.url.database if engine.dialect.name == "sqlite" else None
+        self._wal = Path(f"{path}-wal") if path and path != ":memory:" else None
+
+    def start(self) -> None:
+        """Start the thread (idempotent; nothing to do off SQLite files)."""
+        if self._wal is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and checkpoint once more (what was committed lands in the file)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """One ``PASSIVE`` checkpoint (copies what no reader still needs; never waits)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.checkpoints += 1
+
+    def _due(self, page_size: int) -> bool:
+        try:
+            return self._wal is not None and self._wal.stat().st_size > self.pages * page_size
+        except FileNotFoundError:
+            return False
+
+    def _loop(self) -> None:
+        with self.engine.connect() as conn:
+            page_size = int(conn.exec_driver_sql("PRAGMA page_size").scalar() or 4096)
+        while not self._stop.wait(self.poll_seconds):
+            if self._due(page_size):
+                try:
+                    self.checkpoint()
+                except Exception:  # noqa: BLE001 - retried at the next poll; never kill the loop
+                    log.warning("WAL checkpoint failed", exc_info=True)
 
 
 def upgrade(engine: Engine) -> None:
