@@ -28,6 +28,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
@@ -98,20 +99,35 @@ def sequential(client, rows: list[dict], pid: int, prefix: str) -> dict[str, flo
     }
 
 
-def main() -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench_serving_"))
+class Setup(NamedTuple):
+    """What a served benchmark needs: a trained model, history and fresh orders, env, keys."""
+
+    model_dir: Path
+    done: Any
+    history: Any
+    recent: Any
+    env: dict[str, str]
+    keys: dict[str, str]
+
+
+def setup(prefix: str, roles: tuple[str, ...] = ("system",)) -> Setup:
+    """Train a model on synthetic orders, split them, and make a store with API keys.
+
+    ``done`` is every completed order in completion order; its newest 300 are kept back as
+    the "recent" ones a benchmark scores, the rest is the history sent first. One set-up for
+    every serving benchmark, so their numbers are comparable.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     model_dir, orders = train_model_dir(tmp / "model")
     done = orders[orders["status"] == "completed"].sort_values("completed_at")
-    history, recent = done.iloc[:-300], done.iloc[-300:]
-    port = free_port()
     env = {
         **os.environ,
         "REPAIRQC_SAMPLING_SECRET": SECRET,
         "REPAIRQC_DATABASE_URL": f"sqlite:///{tmp / 'audit.db'}",
         "REPAIRQC_LOG_LEVEL": "WARNING",
     }
-    key, quality_key = (
-        subprocess.run(
+    keys = {
+        role: subprocess.run(
             [sys.executable, "-m", "pipelines.cli", "keys", "create", "--role", role],
             env=env,
             cwd=ROOT,
@@ -119,8 +135,15 @@ def main() -> None:
             text=True,
             check=True,
         ).stdout.strip()
-        for role in ("system", "quality")
-    )
+        for role in roles
+    }
+    return Setup(model_dir, done, done.iloc[:-300], done.iloc[-300:], env, keys)
+
+
+def main() -> None:
+    model_dir, done, history, recent, env, keys = setup("bench_serving_", ("system", "quality"))
+    key, quality_key = keys["system"], keys["quality"]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port),
          "--model-dir", str(model_dir)],

@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -158,24 +157,11 @@ def drive(n: int, cpu: bool) -> None:
     import httpx
     import numpy as np
 
-    from bench.bench_serving import SECRET, cpu_seconds, free_port, fresh, payload, wait_up
-    from tests.serving_fixtures import train_model_dir
+    from bench.bench_serving import cpu_seconds, free_port, fresh, payload, setup, wait_up
 
-    tmp = Path(tempfile.mkdtemp(prefix="profile_serving_"))
-    model_dir, orders = train_model_dir(tmp / "model")
-    done = orders[orders["status"] == "completed"].sort_values("completed_at")
-    history, recent = done.iloc[:-300], done.iloc[-300:]
+    model_dir, _, history, recent, env, keys = setup("profile_serving_")
+    key = keys["system"]
     port = free_port()
-    env = {
-        **os.environ,
-        "REPAIRQC_SAMPLING_SECRET": SECRET,
-        "REPAIRQC_DATABASE_URL": f"sqlite:///{tmp / 'audit.db'}",
-        "REPAIRQC_LOG_LEVEL": "WARNING",
-    }
-    key = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "keys", "create", "--role", "system"],
-        env=env, cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
     server = subprocess.Popen(
         [sys.executable, __file__, "serve", "--port", str(port), "--model-dir", str(model_dir)],
         env=env, cwd=ROOT,
