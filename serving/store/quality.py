@@ -940,27 +940,19 @@ class QualityLoopStore:
                         "nothing to appeal"
                     )
             a = T.appeals.c
-            prior = conn.execute(
-                sa.select(a.appeal_id, a.status).where(a.order_id == order_id, a.target == target)
-            ).all()
-            for p in prior:
-                if p.status in ("pending", "upheld"):
-                    raise ConflictError(
-                        f"order {order_id} already has {target} appeal {p.appeal_id} ({p.status})"
-                    )
-            row = {
-                "appeal_id": _new_id("AP"),
-                "target": target,
-                "inspection_id": None,
-                "order_id": order_id,
-                "rework_order_id": rework_order_id,
-                "technician_id": technician_id,
-                "reason": reason,
-                "status": "pending",
-                "submitted_at": now,
-            }
-            conn.execute(T.appeals.insert().values(**row))
-        return self.get_appeal(row["appeal_id"])
+            appeal_id = _insert_appeal(
+                conn,
+                (a.order_id == order_id) & (a.target == target),
+                f"order {order_id} already has {target} appeal",
+                target=target,
+                inspection_id=None,
+                order_id=order_id,
+                rework_order_id=rework_order_id,
+                technician_id=technician_id,
+                reason=reason,
+                submitted_at=now,
+            )
+        return self.get_appeal(appeal_id)
 
     def _create_appeal(self, inspection_id: int, technician_id: str, reason: str) -> dict:
         now = _now()
@@ -978,28 +970,18 @@ class QualityLoopStore:
                     f"technician_id: {technician_id} did not do order {ins['order_id']}"
                 )
             a = T.appeals.c
-            prior = conn.execute(
-                sa.select(a.appeal_id, a.status).where(
-                    a.inspection_id == inspection_id, a.target == "inspection"
-                )
-            ).all()
-            for p in prior:
-                if p.status in ("pending", "upheld"):
-                    raise ConflictError(
-                        f"inspection {inspection_id} already has appeal {p.appeal_id} ({p.status})"
-                    )
-            row = {
-                "appeal_id": _new_id("AP"),
-                "target": "inspection",
-                "inspection_id": inspection_id,
-                "order_id": ins["order_id"],
-                "technician_id": technician_id,
-                "reason": reason,
-                "status": "pending",
-                "submitted_at": now,
-            }
-            conn.execute(T.appeals.insert().values(**row))
-        return self.get_appeal(row["appeal_id"])
+            appeal_id = _insert_appeal(
+                conn,
+                (a.inspection_id == inspection_id) & (a.target == "inspection"),
+                f"inspection {inspection_id} already has appeal",
+                target="inspection",
+                inspection_id=inspection_id,
+                order_id=ins["order_id"],
+                technician_id=technician_id,
+                reason=reason,
+                submitted_at=now,
+            )
+        return self.get_appeal(appeal_id)
 
     def get_appeal(self, appeal_id: str) -> dict[str, Any]:
         """One appeal (404 if unknown)."""
@@ -1697,3 +1679,19 @@ __all__ = [
     "NotFoundError",
     "QualityLoopStore",
 ]
+
+
+def _insert_appeal(conn: Connection, same_target: Any, conflict: str, **fields: Any) -> str:
+    """Insert a pending appeal unless the same target already has an open or upheld one.
+
+    ``same_target`` selects the target's earlier appeals; ``conflict`` opens the 409 message.
+    The check runs in the caller's transaction (the partial unique index backs it under
+    concurrent submissions). Returns the new appeal id.
+    """
+    a = T.appeals.c
+    for p in conn.execute(sa.select(a.appeal_id, a.status).where(same_target)).all():
+        if p.status in ("pending", "upheld"):
+            raise ConflictError(f"{conflict} {p.appeal_id} ({p.status})")
+    appeal_id = _new_id("AP")
+    conn.execute(T.appeals.insert().values(appeal_id=appeal_id, status="pending", **fields))
+    return appeal_id
