@@ -50,28 +50,36 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def serve_copy(root: Path, model_dir: Path, **overrides: Any) -> tuple[Any, str]:
+    """Settings of a service on a fresh SQLite store in ``root`` serving a copy of ``model_dir``.
+
+    A copy, so a test may break the served model (reload tests) without touching the shared
+    trained one. ``overrides`` replace the defaults (no periodic refresh, 200 reference orders).
+    Returns the settings and the store URL.
+    """
+    import shutil
+
+    from serving.config import Settings
+
+    served = root / "served"
+    shutil.copytree(model_dir, served)
+    url = f"sqlite:///{root / 'audit.db'}"
+    options: dict[str, Any] = {"history_refresh_seconds": 0, "reference_orders": 200}
+    settings = Settings(
+        sampling_secret=SECRET, database_url=url, model_dir=served, **(options | overrides)
+    )
+    return settings, url
+
+
 def served_settings(root: Path, seed: int = 11) -> tuple[Any, str, pd.DataFrame]:
     """A service on a fresh SQLite store in ``root`` serving a tiny trained model.
 
     Returns its settings, the store URL and the model's completed orders by completion time
     (what the tests score through the API).
     """
-    import shutil
-
-    from serving.config import Settings
-
     model_dir, orders = train_model_dir(root / "model", seed=seed)
     done = orders[orders["status"] == "completed"].sort_values("completed_at")
-    url = f"sqlite:///{root / 'audit.db'}"
-    served = root / "served"
-    shutil.copytree(model_dir, served)
-    settings = Settings(
-        sampling_secret=SECRET,
-        database_url=url,
-        model_dir=served,
-        history_refresh_seconds=0,
-        reference_orders=200,
-    )
+    settings, url = serve_copy(root, model_dir)
     return settings, url, done
 
 

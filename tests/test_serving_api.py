@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -13,7 +12,13 @@ from fastapi.testclient import TestClient
 from serving.config import Settings
 from serving.main import create_app
 from serving.store.db import Store, make_engine
-from tests.serving_fixtures import POLICY_VERSION, SECRET, auth, payload, train_model_dir
+from tests.serving_fixtures import (
+    POLICY_VERSION,
+    auth,
+    payload,
+    serve_copy,
+    train_model_dir,
+)
 
 
 @pytest.fixture(scope="session")
@@ -27,17 +32,8 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def service(trained, tmp_path_factory):
     model_dir, done = trained
-    tmp = tmp_path_factory.mktemp("svc")
-    served_dir = tmp / "served"
-    shutil.copytree(model_dir, served_dir)
-    url = f"sqlite:///{tmp / 'audit.db'}"
-    settings = Settings(
-        sampling_secret=SECRET,
-        database_url=url,
-        model_dir=served_dir,
-        history_refresh_seconds=0,
-        reference_orders=200,
-    )
+    settings, url = serve_copy(tmp_path_factory.mktemp("svc"), model_dir)
+    served_dir = settings.model_dir
     app = create_app(settings)
     with TestClient(app) as client:
         store = Store(make_engine(url))

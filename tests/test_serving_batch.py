@@ -329,23 +329,15 @@ def test_history_merge_waits_for_a_big_batch_in_flight(monkeypatch):
 def _score_through_the_api(root, model_dir, history, batch) -> dict:
     """Serve ``model_dir`` on a fresh store, score ``history`` then ``batch``; what was
     answered and recorded (ids and times of the records' creation left out)."""
-    import shutil
-
     import sqlalchemy as sa
     from fastapi.testclient import TestClient
 
-    from serving.config import Settings
     from serving.main import create_app
-    from tests.serving_fixtures import SECRET, auth
+    from tests.serving_fixtures import auth, serve_copy
 
-    served = root / "served"
-    shutil.copytree(model_dir, served)
-    url = f"sqlite:///{root / 'audit.db'}"
-    settings = Settings(
-        sampling_secret=SECRET,
-        database_url=url,
-        model_dir=served,
-        history_refresh_seconds=0,
+    settings, url = serve_copy(
+        root,
+        model_dir,
         history_merge_orders=10**6,  # no background merge racing the comparison
         reference_orders=10**6,  # exact reasons throughout (no background switch)
     )
