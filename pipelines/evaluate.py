@@ -4,7 +4,8 @@ Writes into the output directory:
 
 * ``metrics.json`` — per head: AUC, PR-AUC, Brier, ECE, lift/recall at 5/10/20 % for the model,
   the quality team's rule and the logistic regression; on generated data the oracle's AUC and
-  the ratio to it (DVC metrics)
+  the ratio to it, the oracle's lift at 5/10/20 % and the model's lift as a share of it
+  (DVC metrics)
 * ``plots/<head>_roc.csv`` (+ ``_roc_rule``, ``_roc_logreg``), ``<head>_calibration.csv``,
   ``<head>_lift.csv`` (DVC plots)
 * ``slices.csv`` — per community and category: AUC, base rate, mean score, ECE
@@ -94,6 +95,15 @@ def evaluate_scored(
             metrics[f"{head}_auc_ratio_oracle"] = (
                 metrics[f"{head}_auc"] / metrics[f"{head}_oracle_auc"]
             )
+            # the ground truth ranked the same way: what lift is attainable on this data at
+            # all (a low-signal data set caps every model's lift, whatever its AUC ratio)
+            for f in M.TOP_FRACTIONS:
+                pct = int(round(f * 100))
+                ol = M.lift_at(y, o, f)
+                metrics[f"{head}_oracle_lift_top{pct}"] = ol
+                metrics[f"{head}_lift_top{pct}_share_oracle"] = (
+                    metrics[f"{head}_lift_top{pct}"] / ol if ol > 0 else float("nan")
+                )
         plots[f"{head}_roc"] = M.roc_points(y, model)
         plots[f"{head}_roc_rule"] = M.roc_points(y, test["rule"])
         plots[f"{head}_roc_logreg"] = M.roc_points(y, test[f"{head}__logreg"])

@@ -318,3 +318,37 @@ def test_evaluation_of_a_fully_censored_test_slice_is_nan_not_an_error():
     assert np.isnan(metrics["rework_auc"]) and metrics["rework_n"] == 0
     assert plots["rework_roc"].empty
     assert 0 <= metrics["dissatisfied_auc"] <= 1 and len(plots["dissatisfied_roc"])
+
+
+def test_evaluation_reports_the_oracles_lift_and_the_models_share_of_it():
+    """The oracle ranked like the model: the attainable lift, and the model's share of it."""
+    from pipelines.evaluate import evaluate_scored
+
+    n = 4000
+    rng = np.random.default_rng(1)
+    p_true = rng.beta(1, 8, n)
+    test = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(n)],
+            "community_id": "C1",
+            "category": "plumbing",
+            "rule": rng.integers(0, 2, n).astype(float),
+            "rework": (rng.random(n) < p_true).astype(float),
+            "dissatisfied": rng.integers(0, 2, n).astype(float),
+        }
+    )
+    test["rework__oracle"] = p_true
+    test["rework__model"] = p_true + rng.normal(0, 0.05, n)  # a noisier ranking
+    test["rework__logreg"] = test["dissatisfied__model"] = test["dissatisfied__logreg"] = 0.5
+    metrics, _, _ = evaluate_scored(test)
+    for pct in (5, 10, 20):
+        ol = metrics[f"rework_oracle_lift_top{pct}"]
+        assert ol > 1.5
+        assert metrics[f"rework_lift_top{pct}_share_oracle"] == pytest.approx(
+            metrics[f"rework_lift_top{pct}"] / ol
+        )
+    assert metrics["rework_lift_top10_share_oracle"] < 1.0
+    assert "dissatisfied_oracle_lift_top10" not in metrics  # no ground truth for that head
+    test["rework__model"] = p_true
+    metrics, _, _ = evaluate_scored(test)
+    assert metrics["rework_lift_top10_share_oracle"] == pytest.approx(1.0)
