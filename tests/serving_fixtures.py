@@ -54,8 +54,9 @@ def serve_copy(root: Path, model_dir: Path, **overrides: Any) -> tuple[Any, str]
     """Settings of a service on a fresh SQLite store in ``root`` serving a copy of ``model_dir``.
 
     A copy, so a test may break the served model (reload tests) without touching the shared
-    trained one. ``overrides`` replace the defaults (no periodic refresh, 200 reference orders).
-    Returns the settings and the store URL.
+    trained one. ``overrides`` replace the defaults (no periodic refresh, 200 reference orders);
+    a ``database_url`` override (a fresh PostgreSQL database, see ``tests/conftest.py``) replaces
+    the SQLite file. Returns the settings and the store URL.
     """
     import shutil
 
@@ -63,7 +64,7 @@ def serve_copy(root: Path, model_dir: Path, **overrides: Any) -> tuple[Any, str]
 
     served = root / "served"
     shutil.copytree(model_dir, served)
-    url = f"sqlite:///{root / 'audit.db'}"
+    url = overrides.pop("database_url", None) or f"sqlite:///{root / 'audit.db'}"
     options: dict[str, Any] = {"history_refresh_seconds": 0, "reference_orders": 200}
     settings = Settings(
         sampling_secret=SECRET, database_url=url, model_dir=served, **(options | overrides)
@@ -71,25 +72,29 @@ def serve_copy(root: Path, model_dir: Path, **overrides: Any) -> tuple[Any, str]
     return settings, url
 
 
-def served_settings(root: Path, seed: int = 11) -> tuple[Any, str, pd.DataFrame]:
-    """A service on a fresh SQLite store in ``root`` serving a tiny trained model.
+def served_settings(
+    root: Path, seed: int = 11, database_url: str | None = None
+) -> tuple[Any, str, pd.DataFrame]:
+    """A service on a fresh SQLite store in ``root`` (or ``database_url``) serving a tiny
+    trained model.
 
     Returns its settings, the store URL and the model's completed orders by completion time
     (what the tests score through the API).
     """
     model_dir, orders = train_model_dir(root / "model", seed=seed)
     done = orders[orders["status"] == "completed"].sort_values("completed_at")
-    settings, url = serve_copy(root, model_dir)
+    settings, url = serve_copy(root, model_dir, database_url=database_url)
     return settings, url, done
 
 
-def operation_store(path: Path) -> tuple[str, Any, pd.DataFrame]:
-    """A migrated SQLite store in ``path`` holding a synthetic operation: completed orders
-    (rework links recorded on arrival), technicians and units. Returns URL, store, orders."""
+def operation_store(path: Path, database_url: str | None = None) -> tuple[str, Any, pd.DataFrame]:
+    """A migrated SQLite store in ``path`` (or ``database_url``) holding a synthetic operation:
+    completed orders (rework links recorded on arrival), technicians and units. Returns URL,
+    store, orders."""
     from serving.store import tables as T
     from serving.store.db import Store, content_hash, frame_rows, make_engine, upgrade
 
-    url = f"sqlite:///{path / 'store.db'}"
+    url = database_url or f"sqlite:///{path / 'store.db'}"
     engine = make_engine(url)
     upgrade(engine)
     store = Store(engine)

@@ -16,8 +16,9 @@ from serving.store import tables as T
 from serving.store.db import Store, make_engine, upgrade
 
 
-def test_migrations_create_exactly_the_declared_tables(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+def test_migrations_create_exactly_the_declared_tables(tmp_path, database_url):
+    """What alembic's autogenerate compares, on each backend (PostgreSQL with a test server)."""
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'a.db'}")
     upgrade(engine)
     upgrade(engine)  # idempotent
     with engine.connect() as conn:

@@ -41,9 +41,18 @@ _SQL_TYPES: dict[str, sa.types.TypeEngine] = {
 
 
 def _contract_columns(table: Table) -> list[sa.Column]:
-    """One SQL column per contract column; the key is the primary key."""
+    """One SQL column per contract column; the key is the primary key.
+
+    The key is NOT NULL: PostgreSQL makes every primary key column so, and SQLite would
+    otherwise accept a NULL key (migration 0004).
+    """
     return [
-        sa.Column(c.name, _SQL_TYPES[c.dtype], primary_key=c.name == table.key, nullable=True)
+        sa.Column(
+            c.name,
+            _SQL_TYPES[c.dtype],
+            primary_key=c.name == table.key,
+            nullable=c.name != table.key,
+        )
         for c in table.columns
     ]
 
