@@ -21,9 +21,10 @@ from tests.serving_fixtures import operation_store
 
 
 @pytest.fixture()
-def loop(tmp_path):
-    """A store holding a synthetic operation (rework links are recorded on arrival)."""
-    url, store, _ = operation_store(tmp_path)
+def loop(tmp_path, database_url):
+    """A store holding a synthetic operation (rework links are recorded on arrival), on each
+    backend (SQLite; PostgreSQL with a test server)."""
+    url, store, _ = operation_store(tmp_path, database_url=database_url)
     return url, store
 
 

@@ -71,8 +71,9 @@ def add_decision(store: Store, order_id: str, **kw) -> str:
 
 
 @pytest.fixture()
-def store(tmp_path) -> Store:
-    engine = make_engine(f"sqlite:///{tmp_path / 'q.db'}")
+def store(tmp_path, database_url) -> Store:
+    """A migrated empty store on each backend (SQLite; PostgreSQL with a test server)."""
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'q.db'}")
     upgrade(engine)
     return Store(engine)
 
