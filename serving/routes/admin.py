@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from serving.deps import get_state, require
 from serving.model_source import ModelLoadError
 from serving.state import ServiceState
 from serving.store import tables as T
+from serving.store.quality import utc
 
 router = APIRouter()
 
@@ -51,14 +53,18 @@ def decisions(
     state: ServiceState = Depends(get_state),  # noqa: B008
     _role: str = Depends(require("quality")),  # noqa: B008
 ) -> list[dict[str, Any]]:
-    """The audit trail of one order, oldest first (404 when it was never scored)."""
+    """The audit trail of one order, oldest first (404 when it was never scored).
+
+    Times as aware UTC (SQLite reads them back naive, PostgreSQL in the session's zone): one
+    way to write a time, whatever the store.
+    """
     with state.engine.connect() as conn:
         rows = conn.execute(
             sa.select(T.decisions)
             .where(T.decisions.c.order_id == order_id)
             .order_by(T.decisions.c.created_at)
         ).mappings()
-        out = [dict(r) for r in rows]
+        out = [{k: utc(v) if isinstance(v, dt.datetime) else v for k, v in r.items()} for r in rows]
     if not out:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} was never scored")
     return out

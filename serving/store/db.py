@@ -72,7 +72,10 @@ def json_text(value: Any) -> str:
 
 
 def make_engine(url: str, autocheckpoint: bool = True) -> Engine:
-    """Engine for ``url``; SQLite gets WAL, a busy timeout and a created parent folder.
+    """Engine for ``url``: SQLite with WAL, a busy timeout and its folder; PostgreSQL in UTC.
+
+    PostgreSQL sessions run in UTC so that times read back are the times written (see
+    ``_utc_session``).
 
     ``autocheckpoint=False``: the engine's connections never checkpoint the WAL themselves
     (``wal_autocheckpoint=0``); the owner must run a :class:`WalCheckpointer`, or the WAL only
@@ -109,7 +112,23 @@ def make_engine(url: str, autocheckpoint: bool = True) -> Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, json_serializer=json_text)
+    engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=json_text)
+    if engine.dialect.name == "postgresql":
+
+        @sa.event.listens_for(engine, "connect")
+        def _utc_session(dbapi_conn: Any, _record: Any) -> None:
+            # Why: PostgreSQL returns timestamptz values in the session's time zone (the
+            # server's default, e.g. Asia/Shanghai), SQLite the UTC values written. In UTC,
+            # every time read back is what the service wrote and shows (a replayed decision's
+            # created_at is the same text as when it was made), whatever the server's setting.
+            # Committed: a SET inside a transaction that is rolled back (the pool's reset on
+            # return) would be undone.
+            cur = dbapi_conn.cursor()
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.close()
+            dbapi_conn.commit()
+
+    return engine
 
 
 class WalCheckpointer:
