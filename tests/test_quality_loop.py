@@ -20,9 +20,10 @@ FMT = "%Y-%m-%d %H:%M:%S"
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, module_database_url):
+    """The service on each store backend (SQLite; PostgreSQL with a test server)."""
     root = tmp_path_factory.mktemp("qloop")
-    settings, url, done = served_settings(root, seed=5)
+    settings, url, done = served_settings(root, seed=5, database_url=module_database_url)
     with TestClient(create_app(settings)) as client:
         store = Store(make_engine(url))
         keys = {role: store.create_key(role)[1] for role in ("system", "quality", "admin")}

@@ -33,9 +33,10 @@ SECTIONS = (
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, module_database_url):
+    """The service on each store backend (SQLite; PostgreSQL with a test server)."""
     tmp = tmp_path_factory.mktemp("report_api")
-    settings, url, done = served_settings(tmp)
+    settings, url, done = served_settings(tmp, database_url=module_database_url)
     with TestClient(create_app(settings)) as client:
         store = Store(make_engine(url))
         keys = {role: store.create_key(role)[1] for role in ("system", "quality", "admin")}

@@ -30,9 +30,12 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def service(trained, tmp_path_factory):
+def service(trained, tmp_path_factory, module_database_url):
+    """The service on each store backend (SQLite; PostgreSQL with a test server)."""
     model_dir, done = trained
-    settings, url = serve_copy(tmp_path_factory.mktemp("svc"), model_dir)
+    settings, url = serve_copy(
+        tmp_path_factory.mktemp("svc"), model_dir, database_url=module_database_url
+    )
     served_dir = settings.model_dir
     app = create_app(settings)
     with TestClient(app) as client:
@@ -98,7 +101,8 @@ def test_401_without_or_with_unknown_key(service, method, path, body):
 def test_a_revoked_key_stops_working_at_once(service):
     """Key roles are cached per request path, but a revoke in this process clears the cache."""
     client, *_ = service
-    store = Store(make_engine(str(client.app.state.service.engine.url)))
+    url = client.app.state.service.engine.url.render_as_string(hide_password=False)
+    store = Store(make_engine(url))
     key_id, key = store.create_key("admin", note="revoke me")
     assert client.get("/v1/admin/policy", headers=auth(key)).status_code == 200
     assert client.get("/v1/admin/policy", headers=auth(key)).status_code == 200  # cached
