@@ -455,7 +455,7 @@ class Store(QualityLoopStore):
                     every = len(fresh) == len(rows)
                     extra |= {c: v if every else [v[i] for i in fresh] for c, v in columns.items()}
                 insert_ignore_many(conn, T.orders, ("order_id",), new, extra)
-            for r in changed:
+            for r in lock_order(conn, changed, ("order_id",)):
                 conn.execute(
                     T.orders.update().where(T.orders.c.order_id == r["order_id"]).values(**r)
                 )
@@ -466,12 +466,30 @@ class Store(QualityLoopStore):
         return len(new) + len(changed)
 
     def upsert_side(self, table: sa.Table, contract: Table, rows: list[dict[str, Any]]) -> None:
-        """Insert or replace technicians / units (the latest master data wins)."""
+        """Insert or replace technicians / units (the latest master data wins).
+
+        PostgreSQL: one ``INSERT … ON CONFLICT DO UPDATE`` of every column (a column a row
+        does not give becomes NULL, as with a replace), in key order. Why not delete + insert
+        as on SQLite: two requests carrying the same master data at once both deleted the old
+        rows, and the later insert failed on the earlier one's new rows (duplicate key).
+        """
         if not rows:
             return
         now = utcnow()
         key = contract.key
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+
+                names = [c.name for c in table.columns if c.name != "received_at"]
+                full = [{**{n: r.get(n) for n in names}, "received_at": now} for r in rows]
+                stmt = insert(table)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[key],
+                    set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != key},
+                )
+                conn.execute(stmt, lock_order(conn, full, (key,)))
+                return
             ids = [r[key] for r in rows]
             conn.execute(table.delete().where(table.c[key].in_(ids)))
             conn.execute(table.insert(), [{**r, "received_at": now} for r in rows])
@@ -722,6 +740,20 @@ def _insert_ignore(engine: Engine, table: sa.Table, *conflict: str) -> Any:
     return insert(table).on_conflict_do_nothing(index_elements=list(conflict))
 
 
+def lock_order(conn: Connection, rows: list[dict[str, Any]], key: Sequence[str]) -> list[Any]:
+    """``rows`` sorted by ``key``'s values on databases with row locks (not SQLite).
+
+    Why: on PostgreSQL an insert waits for a concurrent transaction's uncommitted row with the
+    same key, and an update locks its row until commit. Two requests writing the same rows in
+    different orders (a batch and its reverse, two workers) each held a row the other wanted:
+    a deadlock, one request failed. Written in one order, the later writer only waits. SQLite
+    has a single writer: rows are returned as given.
+    """
+    if conn.dialect.name == "sqlite" or len(rows) < 2:
+        return rows
+    return sorted(rows, key=lambda r: tuple(str(r[k]) for k in key))
+
+
 def insert_ignore_many(
     conn: Connection,
     table: sa.Table,
@@ -740,7 +772,8 @@ def insert_ignore_many(
     statement is compiled once per column set and the rows become tuples with the same
     conversions per *column* (:func:`_sqlite_converters`), so the stored text is what
     SQLAlchemy stores; a column holding one object in every row (a batch's arrival time) is
-    converted once. Other databases take SQLAlchemy's path (the driver's own executemany).
+    converted once. Other databases take SQLAlchemy's path (the driver's own executemany),
+    the rows in the order of their conflict key (:func:`lock_order`).
     """
     if not rows:
         return 0
@@ -752,6 +785,7 @@ def insert_ignore_many(
                 {**r, **dict(zip(extra, vals, strict=True))}
                 for r, vals in zip(rows, zip(*extra.values(), strict=True), strict=True)
             ]
+        rows = lock_order(conn, rows, conflict)
         res = conn.execute(_insert_ignore(conn.engine, table, *conflict), rows)
         return res.rowcount if res.rowcount is not None else -1
     if any(len(r) != len(rows[0]) for r in rows):

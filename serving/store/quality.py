@@ -296,9 +296,15 @@ class QualityLoopStore:
         now = _now()
         keys = [(r["order_id"], kind_of(r), r["content_hash"]) for r in rows]
         with self.engine.begin() as conn:
+            from serving.store.db import lock_order  # db imports this module
+
             conn.execute(
                 _insert_ignore(conn, table, "order_id", "kind", "content_hash"),
-                [{**r, "recorded_at": now} for r in rows],
+                lock_order(
+                    conn,
+                    [{**r, "recorded_at": now} for r in rows],
+                    ("order_id", "kind", "content_hash"),
+                ),
             )
             got = self._ids_of(conn, table, keys)
         seen: set[tuple[str, str, str]] = set()
@@ -384,7 +390,8 @@ class QualityLoopStore:
                     v = (value or {}).get(src)
                     if v is not None:
                         latest[oid][dst] = v
-        for oid, vals in latest.items():
+        for oid in sorted(latest):  # one lock order for concurrent writers (``lock_order``)
+            vals = latest[oid]
             conn.execute(T.orders.update().where(T.orders.c.order_id == oid).values(**vals))
         return len(latest)
 
