@@ -92,3 +92,26 @@ def test_binned_lookup_of_a_few_rows_equals_the_vectorised_one():
         M = rng.choice(cells, size=(int(rng.integers(1, _SCALAR_ROWS + 1)), 4))
         big = np.vstack([M, np.zeros((_SCALAR_ROWS, 4))])  # enough rows for the numpy path
         np.testing.assert_array_equal(table.lookup(M), table.lookup(big)[: len(M)])
+
+
+def test_round_like_python_equals_pythons_round_per_element():
+    """Shown contributions are rounded vectorised: the same floats as ``round(x, 4)``."""
+    import math
+
+    from models.reasons import round_like_python
+
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 2**63, 20000, dtype=np.uint64).view(np.float64)
+    x = np.concatenate(
+        [
+            rng.random(20000) * 0.5,
+            rng.normal(0, 10, 20000),
+            (np.arange(-5000, 5000) + 0.5) / 1e4,  # near-ties of the 4th decimal
+            bits,
+            [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e300, -1e-300, 2.5e-5, 5e-5, 1.5e-4],
+        ]
+    )
+    got = round_like_python(x.reshape(-1, 5), 4).ravel().tolist()
+    for v, g in zip(x.tolist(), got, strict=True):
+        e = round(v, 4)
+        assert (g != g and e != e) or (g == e and math.copysign(1, g) == math.copysign(1, e)), v
