@@ -174,6 +174,18 @@ def _decisions(client, keys, orders, **params) -> list[dict]:
     return r.json()["decisions"]
 
 
+def _wait_for_binned_reasons(client, seconds: float = 30.0) -> None:
+    """Until the service has switched from exact to binned reasons (a background thread does
+    once the store holds a reference sample): the reasons of both services compared alike."""
+    import time
+
+    state = client.app.state.service
+    end = time.monotonic() + seconds
+    while state.scorer.served.reasoner.mode != "binned":
+        assert time.monotonic() < end, "reasons never switched to binned"
+        time.sleep(0.05)
+
+
 @pytest.mark.postgres
 def test_same_orders_get_the_same_decisions_on_both_backends(trained, tmp_path, postgres_url):
     """Scores, flags, draws, reasons and the audit trail do not depend on the database: a
@@ -186,6 +198,7 @@ def test_same_orders_get_the_same_decisions_on_both_backends(trained, tmp_path, 
         keys = _keys(url)
         with TestClient(create_app(settings)) as client:
             _decisions(client, keys, hist)
+            _wait_for_binned_reasons(client)
             batch = _decisions(client, keys, new[:40])
             single = [_decisions(client, keys, [o])[0] for o in new[40:]]
             replayed = _decisions(client, keys, new[:3])
@@ -382,4 +395,29 @@ def test_concurrent_writes_of_the_same_rows_in_any_order_neither_deadlock_nor_fa
             sa.select(sa.func.count()).where(T.outcomes.c.kind == "followup")
         ).scalar()
     assert n_fu == 200
+    engine.dispose()
+
+
+def test_concurrent_rectification_updates_lose_no_evidence(tmp_path, database_url):
+    """Eight people adding evidence to one rectification item at once: every photo is kept
+    and every change is an event (a read-modify-write without a row lock lost all but one
+    on PostgreSQL)."""
+    engine = make_engine(_store_url(database_url, tmp_path))
+    upgrade(engine)
+    store = Store(engine)
+    rid = store.create_rectification(
+        {
+            "title": "漏水返修整改",
+            "owner": "维修主管",
+            "deadline": dt.datetime(2026, 4, 1, tzinfo=dt.UTC),
+        }
+    )["rectification_id"]
+    photos = [f"https://e/{i}.jpg" for i in range(8)]
+    errors = _at_once(
+        *[(lambda p=p: store.update_rectification(rid, {"evidence": [p]})) for p in photos]
+    )
+    assert not errors, [repr(e)[:300] for e in errors]
+    item = store.get_rectification(rid)
+    assert sorted(item["evidence"]) == photos
+    assert len(item["history"]) == 1 + len(photos)
     engine.dispose()

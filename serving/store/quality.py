@@ -734,11 +734,24 @@ class QualityLoopStore:
         return {**_rect_view(dict(r), now), "history": events}
 
     @staticmethod
-    def _rectification_row(conn: Connection, rectification_id: str) -> Any:
-        """The stored item (a row mapping); NotFoundError (404) when there is none."""
-        q = sa.select(T.rectifications).where(
-            T.rectifications.c.rectification_id == rectification_id
-        )
+    def _rectification_row(conn: Connection, rectification_id: str, lock: bool = False) -> Any:
+        """The stored item (a row mapping); NotFoundError (404) when there is none.
+
+        ``lock``: the caller will write what it derives from the row (evidence appended, a
+        status move checked against the current one), so the row is locked first, until the
+        caller's transaction ends: a no-op update, which takes the row lock on PostgreSQL and
+        the write lock on SQLite (whose driver begins the transaction at the first write).
+        Without it two concurrent changes read the same row and the later write dropped the
+        earlier one's evidence (both backends; ``SELECT … FOR UPDATE`` is ignored by SQLite).
+        """
+        c = T.rectifications.c
+        if lock:
+            conn.execute(
+                T.rectifications.update()
+                .where(c.rectification_id == rectification_id)
+                .values(updated_at=c.updated_at)
+            )
+        q = sa.select(T.rectifications).where(c.rectification_id == rectification_id)
         r = conn.execute(q).mappings().first()
         if r is None:
             raise NotFoundError(f"rectification {rectification_id} does not exist")
@@ -783,7 +796,7 @@ class QualityLoopStore:
         """
         now = _now()
         with self.engine.begin() as conn:
-            r = self._rectification_row(conn, rectification_id)
+            r = self._rectification_row(conn, rectification_id, lock=True)
             cur = dict(r)
             new: dict[str, Any] = {}
             for k in ("title", "owner", "cause_category", "cause_defect_code"):
@@ -840,15 +853,18 @@ class QualityLoopStore:
     def delete_rectification(self, rectification_id: str) -> dict[str, Any]:
         """Withdraw an item opened by mistake: only while ``open`` with no work recorded.
 
-        The row goes, its history stays (a ``deleted`` event with the last state).
+        The row goes, its history stays (a ``deleted`` event with the last state). Checked
+        and deleted under the row's lock: a change made meanwhile is either seen (409) or
+        waits and finds no item (404).
         """
-        item = self.get_rectification(rectification_id)
-        if item["stored_status"] != "open" or len(item["history"]) > 1:
-            raise ConflictError(
-                f"rectification {rectification_id} has progress; close it instead of deleting"
-            )
         now = _now()
         with self.engine.begin() as conn:
+            r = self._rectification_row(conn, rectification_id, lock=True)
+            item = {**_rect_view(dict(r)), "history": self._events(conn, rectification_id)}
+            if item["stored_status"] != "open" or len(item["history"]) > 1:
+                raise ConflictError(
+                    f"rectification {rectification_id} has progress; close it instead of deleting"
+                )
             conn.execute(
                 T.rectifications.delete().where(
                     T.rectifications.c.rectification_id == rectification_id
