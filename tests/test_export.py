@@ -15,9 +15,10 @@ from tests.test_quality_loop_store import add_decision
 
 
 @pytest.fixture()
-def filled(tmp_path):
-    """A store holding a synthetic operation: orders, master data, decisions, outcomes."""
-    url, store, done = operation_store(tmp_path)
+def filled(tmp_path, database_url):
+    """A store holding a synthetic operation: orders, master data, decisions, outcomes; on
+    each backend (SQLite; PostgreSQL with a test server)."""
+    url, store, done = operation_store(tmp_path, database_url=database_url)
     for oid in done["order_id"].iloc[:40]:
         add_decision(store, oid, inclusion_probability=0.25, draw_u=0.1, third_party_sample=True)
     return url, store, done

@@ -39,8 +39,8 @@ def test_keys_are_stored_hashed_and_roles_checked(tmp_path):
     assert store.revoke_key(key_id) and store.role_of(key) is None
 
 
-def test_keys_cli_prints_a_key_once(tmp_path, monkeypatch):
-    monkeypatch.setenv("REPAIRQC_DATABASE_URL", f"sqlite:///{tmp_path / 'k.db'}")
+def test_keys_cli_prints_a_key_once(tmp_path, monkeypatch, database_url):
+    monkeypatch.setenv("REPAIRQC_DATABASE_URL", database_url or f"sqlite:///{tmp_path / 'k.db'}")
     r = CliRunner().invoke(app, ["keys", "create", "--role", "system"])
     assert r.exit_code == 0, r.output
     key = r.stdout.strip().splitlines()[0]
