@@ -276,7 +276,10 @@ def technician_dossiers(
     out: dict[str, Any] = {}
     for tech, sub in orders.groupby("technician_id", sort=True):
         n = len(sub)
-        cats = sub["category"].astype(str).value_counts(normalize=True).head(3)
+        # ties by category name: the same three whatever order the orders were read in (a
+        # PostgreSQL store returns them in another order than the service's memory)
+        shares = sub["category"].astype(str).value_counts(normalize=True).sort_index()
+        cats = shares.sort_values(ascending=False, kind="stable").head(3)
         rating = pd.to_numeric(sub["rating"], errors="coerce")
         entry: dict[str, Any] = {
             "name": None if names is None else _s(names.get(tech)),
