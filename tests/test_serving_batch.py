@@ -523,3 +523,47 @@ def test_only_the_declared_wordings_read_other_cells_of_the_row():
             reason_item(feature, Refusing(feature, v), 0.1)
             checked += 1
     assert checked > 200
+
+
+def test_multi_row_inserts_equal_executemany(tmp_path, monkeypatch):
+    """``insert_ignore_many`` in multi-row statements stores and counts what ``executemany``
+    does: rows conflicting with stored ones or with earlier rows of the same statement are
+    skipped, the rest (fewer than a statement's rows) inserted too."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from serving.store import db
+    from serving.store import tables as T
+
+    t0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+    def link(i: int, h: int) -> dict:
+        return {
+            "order_id": f"O{i}",
+            "kind": "rework",
+            "value": {"rework_order_id": f"R{i}", "via": "unit"},
+            "source": "auto",
+            "observed_at": t0 + dt.timedelta(seconds=i),
+            "content_hash": f"h{h}",
+            "recorded_at": t0,
+        }
+
+    first = [link(i, i) for i in range(5)]
+    batch = [link(i, i % 7) for i in range(3, 40)] + [link(1, 1), link(50, 0)]  # duplicates
+    got = []
+    for multi in (4, 1):
+        monkeypatch.setattr(db, "MULTI_ROWS", multi)
+        store = _store(tmp_path, f"m{multi}.db")
+        with store.engine.begin() as conn:
+            counts = [
+                db.insert_ignore_many(conn, T.outcomes, Q_KEYS, rows) for rows in (first, batch)
+            ]
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(T.outcomes).order_by(T.outcomes.c.id)).all()
+        got.append((counts, [tuple(r) for r in rows]))
+    assert got[0] == got[1]
+    assert got[0][0][0] == 5 and 0 < got[0][0][1] < len(batch)
+
+
+Q_KEYS = ("order_id", "kind", "content_hash")

@@ -13,13 +13,15 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
 import secrets
+import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -415,6 +417,7 @@ class Store(QualityLoopStore):
         hashes: list[str],
         conn: Connection | None = None,
         columns: dict[str, list[Any]] | None = None,
+        known: dict[str, str] | None = None,
     ) -> int:
         """Insert new orders, update changed ones (a correction is the newest truth).
 
@@ -424,37 +427,53 @@ class Store(QualityLoopStore):
         Returns the number of rows inserted or changed (what the history refresh counts).
         ``conn``: the caller's transaction (the score request's), else one of its own.
         ``columns``: the rows' values per column (the score request has them), read by the
-        insert instead of every row.
+        insert instead of every row. ``known``: :meth:`order_hashes` of the rows, looked up
+        by the caller in ``conn``'s transaction (else here).
         """
         if not rows:
             return 0
-        now = utcnow()
-        ids = [r["order_id"] for r in rows]
         with self.transaction(conn) as conn:
-            select = "SELECT order_id, input_hash FROM orders WHERE order_id IN "
-            raw = _rows_by_ids(conn, select, ids)
-            known = dict(
-                raw
-                if raw is not None
-                else conn.execute(
-                    sa.select(T.orders.c.order_id, T.orders.c.input_hash).where(
-                        T.orders.c.order_id.in_(ids)
-                    )
-                ).all()
-            )
-            fresh = [i for i, r in enumerate(rows) if r["order_id"] not in known]
-            new = [rows[i] for i in fresh]
-            changed = [
-                {**r, "input_hash": h, "received_at": now}
-                for r, h in zip(rows, hashes, strict=True)
-                if r["order_id"] in known and known[r["order_id"]] != h
-            ]
-            if new:  # the rows as given, their hash and arrival as extra columns (no copies)
-                extra = {"input_hash": [hashes[i] for i in fresh], "received_at": [now] * len(new)}
-                if columns is not None:  # the new rows' values, column by column
-                    every = len(fresh) == len(rows)
-                    extra |= {c: v if every else [v[i] for i in fresh] for c, v in columns.items()}
-                insert_ignore_many(conn, T.orders, ("order_id",), new, extra)
+            write, finish = self.upsert_orders_steps(rows, hashes, conn, columns, known)
+            if write is not None:
+                write()
+            return finish()
+
+    def upsert_orders_steps(
+        self,
+        rows: list[dict[str, Any]],
+        hashes: list[str],
+        conn: Connection,
+        columns: dict[str, list[Any]] | None = None,
+        known: dict[str, str] | None = None,
+    ) -> tuple[Callable[[], int] | None, Callable[[], int]]:
+        """:meth:`upsert_orders` in ``conn``'s transaction as two steps: ``(write, finish)``.
+
+        ``write`` (None: no new order) inserts the new orders, prepared already (values
+        converted): it only executes statements, so a caller may run it on another thread
+        while it works on something else (the sqlite3 driver releases the GIL while SQLite
+        inserts). ``finish`` then updates the changed orders and records the rework links,
+        and returns what :meth:`upsert_orders` returns. Nothing else may use ``conn`` between
+        the two, and ``finish`` must run after ``write`` has returned.
+        """
+        now = utcnow()
+        if known is None:
+            known = self.order_hashes([r["order_id"] for r in rows], conn)
+        fresh = [i for i, r in enumerate(rows) if r["order_id"] not in known]
+        new = [rows[i] for i in fresh]
+        changed = [
+            {**r, "input_hash": h, "received_at": now}
+            for r, h in zip(rows, hashes, strict=True)
+            if r["order_id"] in known and known[r["order_id"]] != h
+        ]
+        write = None
+        if new:  # the rows as given, their hash and arrival as extra columns (no copies)
+            extra = {"input_hash": [hashes[i] for i in fresh], "received_at": [now] * len(new)}
+            if columns is not None:  # the new rows' values, column by column
+                every = len(fresh) == len(rows)
+                extra |= {c: v if every else [v[i] for i in fresh] for c, v in columns.items()}
+            write = prepare_insert_ignore(conn, T.orders, ("order_id",), new, extra)
+
+        def finish() -> int:
             for r in lock_order(conn, changed, ("order_id",)):
                 conn.execute(
                     T.orders.update().where(T.orders.c.order_id == r["order_id"]).values(**r)
@@ -463,7 +482,21 @@ class Store(QualityLoopStore):
                 self.fold_followups([r["order_id"] for r in changed], conn)
             if new or changed:  # same transaction: an order is never stored without its links
                 self.link_reworks(new + changed, conn=conn)
-        return len(new) + len(changed)
+            return len(new) + len(changed)
+
+        return write, finish
+
+    def order_hashes(self, ids: list[str], conn: Connection) -> dict[str, str]:
+        """Stored ``input_hash`` of each order of ``ids`` that is stored (in ``conn``'s view)."""
+        select = "SELECT order_id, input_hash FROM orders WHERE order_id IN "
+        raw = _rows_by_ids(conn, select, ids)
+        if raw is None:
+            raw = conn.execute(
+                sa.select(T.orders.c.order_id, T.orders.c.input_hash).where(
+                    T.orders.c.order_id.in_(ids)
+                )
+            ).all()
+        return dict(raw)
 
     def upsert_side(self, table: sa.Table, contract: Table, rows: list[dict[str, Any]]) -> None:
         """Insert or replace technicians / units (the latest master data wins).
@@ -571,10 +604,22 @@ class Store(QualityLoopStore):
         if not rows:
             return 0
         with self.transaction(conn) as conn:
-            n = insert_ignore_many(
-                conn, T.decisions, ("order_id", "input_hash", "model_version"), rows, columns
-            )
-        return n
+            return self.prepare_decisions(rows, conn, columns)()
+
+    def prepare_decisions(
+        self,
+        rows: list[dict[str, Any]],
+        conn: Connection,
+        columns: dict[str, list[Any]] | None = None,
+    ) -> Callable[[], int]:
+        """:meth:`insert_decisions` prepared (values converted): call it to execute the insert.
+
+        Like ``upsert_orders_steps``' ``write``, it may run on another thread while nothing
+        else uses ``conn``. ``rows`` may be empty dicts when ``columns`` holds every value.
+        """
+        return prepare_insert_ignore(
+            conn, T.decisions, ("order_id", "input_hash", "model_version"), rows, columns
+        )
 
     def slots_used(self, community_id: str, day_start: dt.datetime, day_end: dt.datetime) -> int:
         """Capacity mode: model-flagged decisions of a community completed in a local day."""
@@ -763,6 +808,20 @@ def insert_ignore_many(
 ) -> int:
     """``executemany`` of :func:`_insert_ignore`; the rows inserted (-1 when unknown).
 
+    See :func:`prepare_insert_ignore` (this runs what it prepares at once).
+    """
+    return prepare_insert_ignore(conn, table, conflict, rows, extra)()
+
+
+def prepare_insert_ignore(
+    conn: Connection,
+    table: sa.Table,
+    conflict: tuple[str, ...],
+    rows: list[dict[str, Any]],
+    extra: dict[str, list[Any]] | None = None,
+) -> Callable[[], int]:
+    """:func:`insert_ignore_many` with the rows' values converted now; call it to execute.
+
     ``extra``: more columns, one value per row (as if each row had them), without copying
     the rows; a column of ``extra`` that the rows have too is read from ``extra``.
 
@@ -776,7 +835,7 @@ def insert_ignore_many(
     the rows in the order of their conflict key (:func:`lock_order`).
     """
     if not rows:
-        return 0
+        return lambda: 0
     extra = extra or {}
     cols = (*(c for c in rows[0] if c not in extra), *extra)
     if conn.dialect.name != "sqlite" or _needs_defaults(table, cols):
@@ -786,8 +845,12 @@ def insert_ignore_many(
                 for r, vals in zip(rows, zip(*extra.values(), strict=True), strict=True)
             ]
         rows = lock_order(conn, rows, conflict)
-        res = conn.execute(_insert_ignore(conn.engine, table, *conflict), rows)
-        return res.rowcount if res.rowcount is not None else -1
+
+        def execute() -> int:
+            res = conn.execute(_insert_ignore(conn.engine, table, *conflict), rows)
+            return res.rowcount if res.rowcount is not None else -1
+
+        return execute
     if any(len(r) != len(rows[0]) for r in rows):
         raise ValueError(f"{table.name}: rows of one insert must have the same columns")
     sql, order, convs = _compiled_insert(conn.dialect, table, conflict, cols)
@@ -804,8 +867,50 @@ def insert_ignore_many(
             columns.append(_utc_texts(values, conv))
         else:
             columns.append([conv(v) for v in values])
-    res = conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
-    return res.rowcount if res.rowcount is not None else -1
+    params = list(zip(*columns, strict=True))
+    return lambda: _execute_rows(conn, sql, params)
+
+
+#: Rows per multi-row ``INSERT … VALUES (…), (…)`` of :func:`_execute_rows` (SQLite).
+MULTI_ROWS = 500
+
+
+def _execute_rows(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> int:
+    """``executemany(sql, params)`` on SQLite, ``MULTI_ROWS`` rows per statement; rows changed.
+
+    Why: ``executemany`` steps SQLite once per row and releases the GIL around each step, so a
+    10,000-row insert on the store's writer thread took the GIL back 10,000 times and
+    ran in turns with the request thread instead of beside it. A multi-row ``VALUES`` statement
+    is bound at once and stepped once: SQLite inserts its rows without the GIL. Same rows,
+    same order, same ``ON CONFLICT`` rule (a row conflicting with an earlier row of the same
+    statement is skipped as in separate statements); the rest (fewer than a chunk) and any
+    statement not of the expected form go through ``executemany``.
+    """
+    n_cols = len(params[0]) if params else 0
+    dbapi = conn.connection.dbapi_connection
+    limit = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
+    per = min(MULTI_ROWS, limit // n_cols) if n_cols else 0
+    multi = _multi_row_sql(sql, n_cols, per) if per > 1 and len(params) >= per else None
+    full = len(params) // per * per if multi is not None else 0
+    done = 0
+    for i in range(0, full, per):
+        res = conn.exec_driver_sql(multi, tuple(itertools.chain.from_iterable(params[i : i + per])))
+        done = -1 if done < 0 or res.rowcount is None or res.rowcount < 0 else done + res.rowcount
+    if full < len(params):
+        res = conn.exec_driver_sql(sql, params[full:])
+        rest = res.rowcount if res.rowcount is not None else -1
+        done = -1 if done < 0 or rest < 0 else done + rest
+    return done
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_row_sql(sql: str, n_cols: int, rows: int) -> str | None:
+    """``sql`` (one ``VALUES (?, …)`` group of ``n_cols``) with ``rows`` groups; None if not."""
+    group = "(" + ", ".join("?" * n_cols) + ")"
+    head, sep, tail = sql.partition(" VALUES " + group)
+    if not sep or "?" in head or "?" in tail:
+        return None
+    return head + " VALUES " + ", ".join([group] * rows) + tail
 
 
 def _needs_defaults(table: sa.Table, cols: tuple[str, ...]) -> bool:
