@@ -11,6 +11,9 @@ background thread folds corrections in and re-indexes a grown delta. Features ar
 Big batches (up to 10,000 orders) take column-wise paths in the store (hashes, rows, rework
 links, inserts) that record exactly what the per-order paths record (tests compare both), run
 with the cyclic GC paused, and the history merge they trigger waits until they are answered.
+Their inserts run on a writer thread while the request thread works on (orders: history
+append and decisions; decisions: the rows and the answer's JSON); the transaction commits only
+after both, so an answered decision is a recorded one.
 
 Idempotency: a decision is keyed by (order id, content hash, model version). Sending the same
 order again returns the recorded decision; ``rescore`` asks for a decision under the model being
@@ -30,8 +33,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -339,6 +342,18 @@ def _db_values(s: pd.Series) -> list[Any] | None:
     return None
 
 
+def _decision_rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The decisions of :meth:`Scorer._decide`'s columns as one dict per decision.
+
+    ``model_versions`` is one shared dict in the columns; every row gets its own copy.
+    """
+    keys = list(columns)
+    rows = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    for r in rows:
+        r["model_versions"] = dict(r["model_versions"])
+    return rows
+
+
 def _uuid4_hexes(n: int) -> list[str]:
     """``[uuid.uuid4().hex for _ in range(n)]`` from one ``os.urandom`` call (10k: ~30 -> 3 ms).
 
@@ -616,6 +631,9 @@ def validate_raw(raw: list[dict[str, Any]]) -> tuple[pd.DataFrame, set[int]]:
 
 #: From this many orders, a scoring runs with the cyclic GC paused (see :func:`gc_paused`).
 GC_PAUSE_ORDERS = 1000
+#: From this many orders, a scoring writes its orders and its decisions on the store's writer
+#: thread while the request thread appends, computes and builds rows (:meth:`Scorer._score`).
+OVERLAP_ORDERS = 1000
 #: Longest a background history merge waits for big batches in flight (back-to-back batches
 #: must not postpone it forever: the delta indexes keep growing until it runs).
 MERGE_DEFER_SECONDS = 30.0
@@ -675,9 +693,15 @@ class Scorer:
         self.base = S.solve_base(policy.sampling)
         self.coalescer = Coalescer(self)
         self._deferred: Columns | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_lock = threading.Lock()
 
     def score(
-        self, orders: pd.DataFrame, rescore: bool = False, defer_append: bool = False
+        self,
+        orders: pd.DataFrame,
+        rescore: bool = False,
+        defer_append: bool = False,
+        prepare: Callable[[list[dict[str, Any]], list[bool]], Any] | None = None,
     ) -> tuple[list[dict[str, Any]], list[bool]]:
         """Store, score and record ``orders`` (typed, valid, unique ids).
 
@@ -687,14 +711,25 @@ class Scorer:
         coalescer calls it right after answering) instead of before its features — its own
         as-of features never include it, and the next scoring flushes first — which takes
         the append off the request's latency.
+
+        ``prepare(records, replayed)``: work on the answer (e.g. its JSON) done while a big
+        batch's decisions are being inserted, before they are committed. Its arguments are
+        the lists this call returns — the same objects — unless a concurrent request recorded
+        some of the decisions first (then the returned lists are new ones and the caller
+        must redo its work). Nothing prepared may leave the process before this returns: a
+        decision is answered only once it is committed.
         """
         if len(orders) < GC_PAUSE_ORDERS:
-            return self._score(orders, rescore, defer_append)
+            return self._score(orders, rescore, defer_append, prepare)
         with gc_paused():
-            return self._score(orders, rescore, defer_append)
+            return self._score(orders, rescore, defer_append, prepare)
 
     def _score(
-        self, orders: pd.DataFrame, rescore: bool, defer_append: bool
+        self,
+        orders: pd.DataFrame,
+        rescore: bool,
+        defer_append: bool,
+        prepare: Callable[[list[dict[str, Any]], list[bool]], Any] | None = None,
     ) -> tuple[list[dict[str, Any]], list[bool]]:
         served = self.served  # one model for the whole batch, even if a reload happens now
         cols = Columns(orders)
@@ -709,29 +744,64 @@ class Scorer:
         with self.store.transaction() as conn:
             found = self.store.find_decisions(zip(ids, hashes, strict=True), version, conn)
             todo = np.array([i not in found for i in ids], dtype=bool)
+            overlap = len(orders) >= OVERLAP_ORDERS
+            answer: tuple[list[dict[str, Any]], list[bool]] | None = None
             with self.cache.lock:  # store, append to the history and compute features as one
                 self.flush()
-                changed = self.store.upsert_orders(rows, hashes, conn, columns)
-                if changed:
-                    known = self.cache.known(ids)
-                    fresh = cols if not known.any() else Columns(orders[~known])
-                    corrected = orders[known] if changed > len(fresh) else None
-                    if defer_append and len(fresh) == 1 and corrected is None:
-                        self._deferred = fresh
-                    else:
-                        self.cache.add(fresh, corrected=corrected)
-                if todo.any():
-                    chosen = cols if todo.all() else Columns(orders[todo])
-                    new, new_columns = self._decide(
-                        served, chosen, [h for h, t in zip(hashes, todo, strict=True) if t]
+                if overlap:  # the new orders are inserted on the writer thread meanwhile
+                    stored = self.store.order_hashes(ids, conn)
+                    changed = sum(stored.get(i) != h for i, h in zip(ids, hashes, strict=True))
+                    write, finish = self.store.upsert_orders_steps(
+                        rows, hashes, conn, columns, stored
                     )
+                    writing = None if write is None else self._background(write)
+                else:
+                    writing = None
+                    changed = self.store.upsert_orders(rows, hashes, conn, columns)
+                try:
+                    if changed:
+                        known = self.cache.known(ids)
+                        fresh = cols if not known.any() else Columns(orders[~known])
+                        corrected = orders[known] if changed > len(fresh) else None
+                        if defer_append and len(fresh) == 1 and corrected is None:
+                            self._deferred = fresh
+                        else:
+                            self.cache.add(fresh, corrected=corrected)
+                    if todo.any():
+                        chosen = cols if todo.all() else Columns(orders[todo])
+                        new_columns = self._decide(
+                            served, chosen, [h for h, t in zip(hashes, todo, strict=True) if t]
+                        )
+                finally:  # the connection is the writer's until it is done (also on errors)
+                    if writing is not None:
+                        writing.result()
+                if overlap:  # updates and rework links: they read the inserted orders
+                    finish()
             if todo.any():
-                inserted = self.store.insert_decisions(new, conn, new_columns)
+                if overlap:  # the decisions inserted on the writer thread, rows built here
+                    n_new = len(new_columns["order_id"])
+                    writing = self._background(
+                        self.store.prepare_decisions([{}] * n_new, conn, new_columns)
+                    )
+                    try:
+                        new = _decision_rows(new_columns)
+                        if prepare is not None:  # the answer if every insert is ours
+                            ours = found | {r["order_id"]: r for r in new}
+                            answer = [ours[i] for i in ids], [not t for t in todo]
+                            prepare(*answer)
+                    finally:
+                        inserted = writing.result()
+                else:
+                    new = _decision_rows(new_columns)
+                    inserted = self.store.insert_decisions(new, conn, new_columns)
                 if inserted == len(new):  # all ours: no read-back round trip
                     found.update({r["order_id"]: r for r in new})
                 else:  # a concurrent request recorded some first: return the recorded ones
+                    answer = None
                     keys = [(r["order_id"], r["input_hash"]) for r in new]
                     found.update(self.store.find_decisions(keys, served.identity.tag, conn))
+        if answer is not None:  # committed: what ``prepare`` saw is the answer
+            return answer
         return [found[i] for i in ids], [not t for t in todo]
 
     def flush(self) -> None:
@@ -747,12 +817,27 @@ class Scorer:
                     self._deferred = deferred  # retried by the next score()
                     raise
 
+    def _background(self, fn: Any, *args: Any, **kwargs: Any) -> Future:
+        """``fn(*args, **kwargs)`` on the store's writer thread (one at a time, in order).
+
+        Why: a big batch's inserts (orders and their rework links, then decisions) run mostly
+        inside SQLite or the database driver, which release the GIL; on a second core they
+        overlap the history append, the features and the decision rows of the request thread.
+        The caller always waits for the result before its transaction ends (commit or
+        rollback), so a decision is still answered only once it is recorded.
+        """
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        return self._writer.submit(fn, *args, **kwargs)
+
     def _decide(
         self, served: ServedModel, orders: pd.DataFrame, hashes: list[str]
-    ) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
+    ) -> dict[str, list[Any]]:
         """Features, both heads, policy and sample for orders without a recorded decision.
 
-        Returns the decision rows and the same values per column (what the insert reads).
+        Returns the decisions per column (what the insert reads; :func:`_decision_rows` makes
+        the rows).
         """
         history = self.cache.history
         assert history is not None, "history not built"
@@ -792,7 +877,6 @@ class Scorer:
         rule_codes = S.hard_rule_reasons(facts, pol.hard_rules, self.secret)
         model_codes = self._model_flags(scores, orders)
         now = utcnow()
-        out = []
         decision_ids = _uuid4_hexes(len(orders))
         # column lists once: per-row DataFrame access costs ~30 us per cell
         done_utc = _db_values(orders["completed_at"]) or [None] * len(orders)
@@ -817,33 +901,10 @@ class Scorer:
             flags = [flag(c, "rule", i) for c in rule_codes[i]]
             flags += [flag(c, "model", i) for c in model_codes[i]]
             every_flags.append(flags)
-            done = done_utc[i]
-            out.append(
-                {
-                    "decision_id": decision_ids[i],
-                    "order_id": ids[i],
-                    "input_hash": hashes[i],
-                    "model_version": served.identity.tag,
-                    "model_versions": dict(head_versions),
-                    "policy_version": pol.version,
-                    "rework_risk": float(rework[i]),
-                    "dissatisfaction_prob": float(dissat[i]),
-                    "risk_level": str(level_list[i]),
-                    "mandatory_inspection": bool(flags),
-                    "inspection_reasons": flags,
-                    "third_party_sample": bool(sampled_list[i]),
-                    "inclusion_probability": float(pi_list[i]),
-                    "draw_u": float(u_list[i]),
-                    "reasons": reasons[i],
-                    "community_id": communities[i],
-                    "completed_at": done,
-                    "created_at": now,
-                }
-            )
-        n = len(out)
-        columns: dict[str, list[Any]] = {  # one object where every row holds an equal one
+        n = len(orders)
+        return {  # one object where every row holds an equal one (copied per row by the rows)
             "decision_id": decision_ids,
-            "order_id": [r["order_id"] for r in out],
+            "order_id": ids.tolist(),
             "input_hash": list(hashes),
             "model_version": [served.identity.tag] * n,
             "model_versions": [dict(head_versions)] * n,
@@ -861,7 +922,6 @@ class Scorer:
             "completed_at": done_utc,
             "created_at": [now] * n,
         }
-        return out, columns
 
     def _model_flags(self, scores: dict[str, np.ndarray], orders: pd.DataFrame) -> list[list[str]]:
         """Model signals: thresholds, or capacity slots per community per local day."""

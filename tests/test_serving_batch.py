@@ -369,8 +369,9 @@ def _score_through_the_api(root, model_dir, history, batch) -> dict:
 def test_a_big_batch_through_the_fast_paths_equals_the_per_row_paths(tmp_path, monkeypatch):
     """The whole decision of a 1,500-order batch (copies with tied times and homes included):
     answered decisions, stored orders, recorded decisions and rework links are the same with
-    every batch fast path on (column-wise hashes, times, links, decision columns; GC pause)
-    and off."""
+    every batch fast path on (column-wise hashes, times, links, decision columns; GC pause;
+    inserts on the writer thread, multi-row statements, the answer written meanwhile) and
+    off."""
     from serving import engine
     from serving.routes import score as route
     from serving.store import db
@@ -389,9 +390,11 @@ def test_a_big_batch_through_the_fast_paths_equals_the_per_row_paths(tmp_path, m
         (db, "_HASH_COLUMNS_ROWS"),
         (db, "_VECTOR_ROWS"),
         (engine, "GC_PAUSE_ORDERS"),
+        (engine, "OVERLAP_ORDERS"),
         (route, "GC_PAUSE_ORDERS"),
     ):
         monkeypatch.setattr(module, name, 10**9)
+    monkeypatch.setattr(db, "MULTI_ROWS", 1)  # one executemany per insert
     insert = db.Store.insert_decisions  # the decisions read from their rows, not the columns
     monkeypatch.setattr(
         db.Store,
@@ -567,3 +570,53 @@ def test_multi_row_inserts_equal_executemany(tmp_path, monkeypatch):
 
 
 Q_KEYS = ("order_id", "kind", "content_hash")
+
+
+def test_a_failing_insert_on_the_writer_thread_answers_nothing_and_stores_nothing(
+    tmp_path, monkeypatch
+):
+    """A big batch whose decisions insert fails on the writer thread: the request fails, the
+    transaction is rolled back (no order, decision or link of the batch), and the same batch
+    scores normally afterwards."""
+    import sqlalchemy as sa
+    from fastapi.testclient import TestClient
+
+    from serving import engine
+    from serving.main import create_app
+    from serving.store import db
+    from tests.serving_fixtures import auth, payload, serve_copy, train_model_dir
+
+    model_dir, orders = train_model_dir(tmp_path / "model")
+    done = orders[orders["status"] == "completed"].sort_values("completed_at")
+    monkeypatch.setattr(engine, "OVERLAP_ORDERS", 50)
+    settings, url = serve_copy(tmp_path / "svc", model_dir, history_merge_orders=10**6)
+    prepare = db.Store.prepare_decisions
+
+    def failing(self, rows, conn, columns=None):
+        run = prepare(self, rows, conn, columns)
+
+        def execute() -> int:
+            run()
+            raise RuntimeError("disk full")
+
+        return execute
+
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        store = Store(make_engine(url))
+        key = store.create_key("system")[1]
+        r = client.post("/v1/score", json={"orders": payload(done.iloc[:300])}, headers=auth(key))
+        assert r.status_code == 200
+        batch = {"orders": payload(done.iloc[300:500])}
+        with monkeypatch.context() as m:
+            m.setattr(db.Store, "prepare_decisions", failing)
+            r = client.post("/v1/score", json=batch, headers=auth(key))
+        assert r.status_code == 500
+        with store.engine.connect() as conn:
+            n = {
+                t: conn.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar()
+                for t in ("orders", "decisions")
+            }
+        assert n == {"orders": 300, "decisions": 300}
+        r = client.post("/v1/score", json=batch, headers=auth(key))
+        assert r.status_code == 200 and len(r.json()["decisions"]) == 200
+        assert not any(d["replayed"] for d in r.json()["decisions"])
