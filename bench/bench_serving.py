@@ -13,6 +13,13 @@ Measured in one run, on 127.0.0.1, bounded in count and time:
 
 Goals (issue): ratio >= 10x, sequential p99 <= 15 ms, batch >= 10,000 orders/s.
 
+``--batch-only [--batches N]``: the service set up the same way (history sent, binned
+reasons), then only N 10,000-order batches (fresh ids; a few seconds apart so the history
+merge each one triggers is done before the next): orders/s, server CPU seconds, and the CPU
+and run-queue wait of the server's busiest threads per batch (the request thread, the store
+writer, the event loop). A quick way to compare batch changes; the goal is measured by the
+full run.
+
 The machine is shared, so besides wall-clock rates the bench reports the load average and the
 CPU seconds each server process spent per request (from /proc): the CPU cost does not depend
 on how busy the other cores are, and its ratio is what the req/s ratio tends to on a free box.
@@ -140,7 +147,82 @@ def setup(prefix: str, roles: tuple[str, ...] = ("system",)) -> Setup:
     return Setup(model_dir, done, done.iloc[:-300], done.iloc[-300:], env, keys)
 
 
+def thread_times(pid: int) -> dict[str, tuple[float, float, str]]:
+    """Per thread of a process: CPU seconds, seconds runnable but waiting for a CPU, name."""
+    out = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            cpu, wait, _ = (t / "schedstat").read_text().split()
+            out[t.name] = (int(cpu) / 1e9, int(wait) / 1e9, (t / "comm").read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def batch_only(batches: int) -> None:
+    """``--batch-only``: only the 10,000-order batch phase, ``batches`` times (see above)."""
+    import orjson
+
+    model_dir, done, history, _, env, keys = setup("bench_serving_", ("system", "quality"))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port),
+         "--model-dir", str(model_dir)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    head = {"Authorization": f"Bearer {keys['system']}"}
+    try:
+        wait_up(base + "/ready")
+        with httpx.Client(base_url=base, headers=head, timeout=300) as c:
+            c.post("/v1/score", json={"orders": payload(history)}).raise_for_status()
+            q = {"Authorization": f"Bearer {keys['quality']}"}
+            t_wait = time.monotonic()
+            while time.monotonic() - t_wait < 120:
+                if c.get("/v1/model", headers=q).json().get("reasons_mode") == "binned":
+                    break
+                time.sleep(0.5)
+            for b in range(batches):
+                big = done.sample(BATCH, replace=True, random_state=1 + b).reset_index(drop=True)
+                big["order_id"] = [f"B{b}-{i:06d}" for i in range(BATCH)]
+                body = orjson.dumps({"orders": payload(big)})
+                time.sleep(5.0)  # the previous batch's history merge runs meanwhile
+                th0, cpu0 = thread_times(server.pid), cpu_seconds(server.pid)
+                t0 = time.perf_counter()
+                r = c.post("/v1/score", content=body, headers={"content-type": "application/json"})
+                r.raise_for_status()
+                secs = time.perf_counter() - t0
+                cpu, th1 = cpu_seconds(server.pid) - cpu0, thread_times(server.pid)
+                assert len(r.json()["decisions"]) == BATCH
+                busy = sorted(
+                    (
+                        (v[0] - th0.get(k, (0.0, 0.0, ""))[0], v[1] - th0.get(k, (0.0, 0.0, ""))[1])
+                        for k, v in th1.items()
+                    ),
+                    reverse=True,
+                )[:3]
+                threads = ", ".join(f"{a:.2f}/{w:.2f}" for a, w in busy)
+                print(
+                    f"batch {b}: {BATCH / secs:7.0f} orders/s, {secs:.3f} s, server CPU "
+                    f"{cpu:.2f} s; busiest threads CPU/run-queue wait s: {threads}; "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch-only", action="store_true", help="only the 10k-batch phase")
+    ap.add_argument("--batches", type=int, default=3, help="batches with --batch-only")
+    args = ap.parse_args()
+    if args.batch_only:
+        batch_only(args.batches)
+        return
     model_dir, done, history, recent, env, keys = setup("bench_serving_", ("system", "quality"))
     key, quality_key = keys["system"], keys["quality"]
     port = free_port()
