@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -393,11 +393,28 @@ def keyed_uniform(secret: bytes, key: str, domain: str = SAMPLE_DOMAIN) -> float
     return int.from_bytes(mac[:8], "big") / _U64
 
 
+def keyed_uniforms(secret: bytes, keys: Iterable[Any], domain: str = SAMPLE_DOMAIN) -> list[float]:
+    """``[keyed_uniform(secret, str(k), domain) for k in keys]``, ~3x faster.
+
+    Why: ``hmac.new`` pads the key and starts both hashes for every message; here that keyed
+    state is made once and copied per key (the same MAC: HMAC's inner and outer hashes of
+    the padded key are independent of the message).
+    """
+    keyed = hmac.new(secret, b"", hashlib.sha256)
+    copy, prefix, u64 = keyed.copy, f"{domain}|", _U64
+    out = []
+    for k in keys:
+        h = copy()
+        h.update(f"{prefix}{k}".encode())
+        out.append(int.from_bytes(h.digest()[:8], "big") / u64)
+    return out
+
+
 def draw(
     secret: bytes, order_ids: Sequence[str], pi: np.ndarray, domain: str = SAMPLE_DOMAIN
 ) -> tuple[np.ndarray, np.ndarray]:
     """Poisson draw: ``(u, sampled)`` with ``sampled = u < π`` per order."""
-    u = np.array([keyed_uniform(secret, str(o), domain) for o in order_ids], dtype=float)
+    u = np.array(keyed_uniforms(secret, order_ids, domain), dtype=float)
     return u, u < np.asarray(pi, dtype=float)
 
 
@@ -427,34 +444,49 @@ class OrderFacts:
 
 
 def hard_rule_reasons(facts: OrderFacts, rules: HardRules, secret: bytes) -> list[list[str]]:
-    """Codes of the hard rules that fire, per order (empty list: none)."""
+    """Codes of the hard rules that fire, per order (empty list: none).
+
+    Each rule is one vectorised test; a firing order gets the codes in the rules' order
+    (fire safety, emergency off hours, uncertified technician, rework order, unit complaint).
+    The emergency spot check draws its keyed number only for emergencies at night or on a
+    holiday.
+    """
     n = len(facts.order_ids)
     out: list[list[str]] = [[] for _ in range(n)]
     night_or_holiday = (np.nan_to_num(facts.report_night) > 0) | (
         np.nan_to_num(facts.report_holiday) > 0
     )
-    for i in range(n):
-        r = out[i]
-        if rules.fire_safety and facts.category[i] == "fire_safety":
-            r.append("fire_safety")
-        if (
-            rules.emergency_off_hours_rate > 0
-            and facts.priority[i] == "emergency"
-            and night_or_holiday[i]
-            and keyed_uniform(secret, str(facts.order_ids[i]), SPOT_CHECK_DOMAIN)
-            < rules.emergency_off_hours_rate
-        ):
-            r.append("emergency_off_hours")
-        if rules.uncertified_technician and facts.tech_certified[i] == 0:
-            r.append("uncertified_technician")
-        d = facts.days_since_unit_cat_done[i]
-        if rules.rework_order and (
-            bool(facts.has_parent[i]) or (not np.isnan(d) and d <= rules.rework_window_days)
-        ):
-            r.append("rework_order")
-        c = facts.days_since_unit_complaint[i]
-        if rules.unit_complaint_days > 0 and not np.isnan(c) and c <= rules.unit_complaint_days:
-            r.append("unit_complaint_recent")
+    none = np.zeros(n, dtype=bool)
+    fire = (np.asarray(facts.category) == "fire_safety") if rules.fire_safety else none
+    emergency = none
+    if rules.emergency_off_hours_rate > 0:
+        emergency = (np.asarray(facts.priority) == "emergency") & night_or_holiday
+        at = np.flatnonzero(emergency)
+        u = keyed_uniforms(secret, (facts.order_ids[i] for i in at), SPOT_CHECK_DOMAIN)
+        emergency = none.copy()
+        emergency[at] = np.array(u, dtype=float) < rules.emergency_off_hours_rate
+    uncertified = none
+    if rules.uncertified_technician:
+        uncertified = np.asarray(facts.tech_certified, dtype=float) == 0
+    rework = none
+    if rules.rework_order:
+        d = np.asarray(facts.days_since_unit_cat_done, dtype=float)
+        with np.errstate(invalid="ignore"):  # NaN: no earlier order, never within the window
+            rework = np.asarray(facts.has_parent, dtype=bool) | (d <= rules.rework_window_days)
+    complaint = none
+    if rules.unit_complaint_days > 0:
+        c = np.asarray(facts.days_since_unit_complaint, dtype=float)
+        with np.errstate(invalid="ignore"):
+            complaint = c <= rules.unit_complaint_days
+    for code, hit in (
+        ("fire_safety", fire),
+        ("emergency_off_hours", emergency),
+        ("uncertified_technician", uncertified),
+        ("rework_order", rework),
+        ("unit_complaint_recent", complaint),
+    ):
+        for i in np.flatnonzero(hit).tolist():
+            out[i].append(code)
     return out
 
 

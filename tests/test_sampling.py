@@ -192,3 +192,60 @@ def test_model_flags_and_capacity(policy):
 def test_reason_text_in_business_language():
     assert S.reason_text("model_rework_risk", value=0.41, bound=0.35) == "模型返修风险41%≥阈值35%"
     assert S.reason_text("unit_complaint_recent", days=30) == "该户近30天内有投诉"
+
+
+def test_batch_draws_and_hard_rules_equal_the_per_order_rules(policy):
+    """``keyed_uniforms`` (one keyed HMAC state, copied) and the vectorised hard rules give
+    what ``keyed_uniform`` and the rules read order by order give, missing facts included."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    ids = np.array([f"O{i:05d}" for i in range(n)])
+    assert S.keyed_uniforms(SECRET, ids) == [S.keyed_uniform(SECRET, str(i)) for i in ids]
+    facts = S.OrderFacts(
+        order_ids=ids,
+        category=rng.choice(["fire_safety", "plumbing", "electric"], n),
+        priority=rng.choice(["emergency", "normal"], n),
+        report_night=rng.choice([0.0, 1.0, np.nan], n),
+        report_holiday=rng.choice([0.0, 1.0, np.nan], n),
+        tech_certified=rng.choice([0.0, 1.0, np.nan], n),
+        has_parent=rng.random(n) < 0.1,
+        days_since_unit_cat_done=np.where(rng.random(n) < 0.3, np.nan, rng.uniform(0, 90, n)),
+        days_since_unit_complaint=np.where(rng.random(n) < 0.5, np.nan, rng.uniform(0, 90, n)),
+    )
+    rules = policy.hard_rules
+    want = []
+    for i in range(n):
+        r = []
+        off_hours = np.nan_to_num(facts.report_night[i]) > 0 or (
+            np.nan_to_num(facts.report_holiday[i]) > 0
+        )
+        if rules.fire_safety and facts.category[i] == "fire_safety":
+            r.append("fire_safety")
+        if (
+            rules.emergency_off_hours_rate > 0
+            and facts.priority[i] == "emergency"
+            and off_hours
+            and S.keyed_uniform(SECRET, str(ids[i]), S.SPOT_CHECK_DOMAIN)
+            < rules.emergency_off_hours_rate
+        ):
+            r.append("emergency_off_hours")
+        if rules.uncertified_technician and facts.tech_certified[i] == 0:
+            r.append("uncertified_technician")
+        d = facts.days_since_unit_cat_done[i]
+        if rules.rework_order and (
+            bool(facts.has_parent[i]) or (not np.isnan(d) and d <= rules.rework_window_days)
+        ):
+            r.append("rework_order")
+        c = facts.days_since_unit_complaint[i]
+        if rules.unit_complaint_days > 0 and not np.isnan(c) and c <= rules.unit_complaint_days:
+            r.append("unit_complaint_recent")
+        want.append(r)
+    got = S.hard_rule_reasons(facts, rules, SECRET)
+    assert got == want
+    assert {c for r in got for c in r} == {
+        "fire_safety",
+        "emergency_off_hours",
+        "uncertified_technician",
+        "rework_order",
+        "unit_complaint_recent",
+    }
