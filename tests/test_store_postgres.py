@@ -78,6 +78,32 @@ def test_migrations_downgrade_to_nothing_and_back(postgres_url):
 
 
 @pytest.mark.postgres
+def test_service_processes_starting_together_migrate_once(postgres_url):
+    """Four workers starting at once on a fresh store: each runs the migrations at start;
+    one migrates, the others wait and find the store at head (none fails)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; from serving.store.db import make_engine, upgrade; "
+        "e = make_engine(sys.argv[1]); upgrade(e); e.dispose()"
+    )
+    root = Path(__file__).resolve().parents[1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, postgres_url], cwd=root, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert [rc for rc, _ in results] == [0] * 4, [err[-500:] for rc, err in results if rc]
+    engine = make_engine(postgres_url)
+    assert _migrated_diff(engine) == []
+    engine.dispose()
+
+
+@pytest.mark.postgres
 def test_open_appeal_indexes_are_partial(postgres_url):
     """A full unique index would allow one appeal per result ever (a rejected appeal would
     block every later one): both indexes must carry their WHERE clause."""

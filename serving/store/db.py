@@ -200,8 +200,18 @@ class WalCheckpointer:
                     log.warning("WAL checkpoint failed", exc_info=True)
 
 
+#: Key of the PostgreSQL advisory lock held while migrating (any constant of this project).
+MIGRATION_LOCK_KEY = 0x72717C5F6D6967  # "rqc_mig"
+
+
 def upgrade(engine: Engine) -> None:
-    """Apply all alembic migrations (idempotent: a store at head is left alone)."""
+    """Apply all alembic migrations (idempotent: a store at head is left alone).
+
+    On PostgreSQL the migration runs under a transaction-level advisory lock: service
+    processes starting together on a fresh store (several workers) ran it at once, and all
+    but one failed on tables or the version row the first had just created. Now the others
+    wait, then find the store at head.
+    """
     from alembic import command
     from alembic.config import Config
 
@@ -209,6 +219,8 @@ def upgrade(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
