@@ -177,6 +177,37 @@ def test_invalid_orders_get_422_naming_order_and_field(service):
     assert [x["index"] for x in r.json()["rejected"]] == [1, 2]
 
 
+def test_ids_longer_than_the_store_keeps_are_named(service):
+    """An id longer than the store's id columns (64) is a 422 naming the field on every
+    backend (PostgreSQL enforces the length: it was a 500; SQLite stored the id)."""
+    client, keys, new, _ = service
+    orders = payload(new.iloc[90:93])
+    orders[1]["resident_id"] = "R" * 65
+    oid = orders[1]["order_id"]
+    r = client.post("/v1/score", json={"orders": [orders[1]]}, headers=auth(keys["system"]))
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["message"] == f"orders[0] ({oid}): resident_id:too_long"
+    r = client.post("/v1/score?partial=true", json={"orders": orders}, headers=auth(keys["system"]))
+    assert r.status_code == 200, r.text[:300]
+    assert [d["order_id"] for d in r.json()["decisions"]] == [
+        orders[0]["order_id"],
+        orders[2]["order_id"],
+    ]
+    assert [x["errors"] for x in r.json()["rejected"]] == [["resident_id:too_long"]]
+    assert client.get(f"/v1/decisions/{oid}", headers=auth(keys["quality"])).status_code == 404
+    orders[1]["resident_id"] = "R" * 64  # the longest id kept
+    long_tech = {"technician_id": "T" * 65, "team": "水电一班"}
+    r = client.post(
+        "/v1/score",
+        json={"orders": [orders[1]], "technicians": [long_tech]},
+        headers=auth(keys["system"]),
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["errors"] == ["technician_id:too_long"]
+    r = client.post("/v1/score", json={"orders": [orders[1]]}, headers=auth(keys["system"]))
+    assert r.status_code == 200, r.text[:300]
+
+
 def test_batch_size_limits(service):
     client, keys, *_ = service
     r = client.post("/v1/score", json={"orders": []}, headers=auth(keys["system"]))
