@@ -155,6 +155,7 @@ def test_stored_orders_read_back_as_written(tmp_path, database_url):
     upgrade(engine)
     store = Store(engine)
     orders, techs, units, _ = make_orders(300, seed=21, days=60, n_tech=6, n_units=40)
+    orders.loc[orders.index[7], "urge_count"] = 3_000_000_000  # no contract maximum: 64 bits
     for part in (orders.iloc[:5], orders.iloc[5:]):  # <= 16 rows: per cell; else column-wise
         rows = frame_rows(part, ORDERS)
         assert store.upsert_orders(rows, [content_hash(r) for r in rows]) == len(part)

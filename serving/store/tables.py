@@ -34,7 +34,10 @@ _SQL_TYPES: dict[str, sa.types.TypeEngine] = {
     "timestamp": sa.DateTime(timezone=True),
     "date": sa.Date(),
     "bool": sa.Boolean(),
-    "int": sa.Integer(),
+    # 64-bit: the contract bounds integers by int64 only (urge_count has no maximum), and
+    # PostgreSQL's INTEGER is 32-bit (an order with 3e9 urges was a 500 there; 0005). SQLite's
+    # INTEGER is 64-bit already: declared as before, so its tables need no copy
+    "int": sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
     "float": sa.Float(),
     "list": sa.Text(),
 }
