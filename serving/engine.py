@@ -843,10 +843,18 @@ class Scorer:
         assert history is not None, "history not built"
         names = served.model.feature_names
         heads = served.model.heads
+        heading: Future | None = None
         if served.numpy_heads:  # one float matrix for both heads and the reasons
             arrays = feature_arrays(history, orders)
             M = feature_matrix(arrays, names)
-            scores = {col: heads[h].predict_proba_matrix(M) for h, col in HEADS.items()}
+
+            def predict(M: np.ndarray = M) -> dict[str, np.ndarray]:
+                return {col: heads[h].predict_proba_matrix(M) for h, col in HEADS.items()}
+
+            if len(orders) >= OVERLAP_ORDERS:  # LightGBM predicts without the GIL: on the
+                heading = self._background(predict)  # writer thread, beside the reasons
+            else:
+                scores = predict()
             feats: Any = FeatureView(arrays, len(orders))
             if served.reasoner.mode != "binned":  # exact reasons read a DataFrame
                 feats = feats.frame(orders.index)
@@ -854,7 +862,11 @@ class Scorer:
             feats = features_for(history, orders)
             M = None
             scores = {col: heads[h].predict_proba(feats[names]) for h, col in HEADS.items()}
-        reasons = served.reasoner.top(feats, self.reasons_k, M)
+        try:
+            reasons = served.reasoner.top(feats, self.reasons_k, M)
+        finally:
+            if heading is not None:
+                scores = heading.result()
         pol = self.policy
         levels = S.risk_level(scores, pol.risk_levels)
         pi = S.inclusion_probabilities(levels, pol.sampling, self.base)
