@@ -232,8 +232,28 @@ MAX_OUTCOMES = 10_000
 #: Most defect codes / photos / evidence items on one record.
 _ITEMS = 50
 
-_Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_ID)]
-_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_TEXT)]
+
+def _no_nul(value: str) -> str:
+    """Refuse a NUL character (code point 0): PostgreSQL text cannot hold one.
+
+    The insert failed there (a 500) while SQLite stored it; now a 422 names the field on
+    every backend.
+    """
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+    return value
+
+
+_Id = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=_ID),
+    AfterValidator(_no_nul),
+]
+_Text = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=_TEXT),
+    AfterValidator(_no_nul),
+]
 _Url = Annotated[str, AfterValidator(lambda v: _http_url(v))]
 
 

@@ -208,6 +208,25 @@ def test_ids_longer_than_the_store_keeps_are_named(service):
     assert r.status_code == 200, r.text[:300]
 
 
+def test_text_with_a_nul_character_is_named_not_a_500(service):
+    """PostgreSQL text cannot hold a NUL character (it was a 500 there; SQLite stored it):
+    a 422 naming the field on every backend, for orders and for the quality loop's texts."""
+    client, keys, new, _ = service
+    order = payload(new.iloc[95:96])[0]
+    order["description"] = "卫生间漏水\x00严重"
+    r = client.post("/v1/score", json={"orders": [order]}, headers=auth(keys["system"]))
+    assert r.status_code == 422
+    msg = f"orders[0] ({order['order_id']}): description:nul_character"
+    assert r.json()["detail"][0]["message"] == msg
+    followup = {"order_id": order["order_id"], "rating": 2, "comment": "差\x00评"}
+    followup["followed_up_at"] = order["completed_at"]
+    r = client.post("/v1/outcomes", json={"followups": [followup]}, headers=auth(keys["quality"]))
+    assert r.status_code == 422
+    assert r.json()["detail"] == [
+        "followups[0].comment: must not contain a NUL character (\\u0000)"
+    ]
+
+
 def test_batch_size_limits(service):
     client, keys, *_ = service
     r = client.post("/v1/score", json={"orders": []}, headers=auth(keys["system"]))

@@ -77,22 +77,25 @@ _ID_COLUMNS = {
 }
 
 
-def _too_long(raw: list[dict[str, Any]], table: Table) -> dict[int, list[str]]:
-    """``field:too_long`` per row whose id exceeds the store's id length (``ID_LENGTH``).
+def _unstorable(raw: list[dict[str, Any]], table: Table) -> dict[int, list[str]]:
+    """Per row, the values the store cannot hold as given (``field:problem`` items).
 
-    Why here: PostgreSQL enforces the column's length (the insert failed: a 500) and SQLite
-    does not (the id was stored), so the limit is checked before either sees the row, and the
-    caller gets the 422 naming the field on every backend. A loop over the raw dicts: ~1 us
-    per order, nothing for the common case to pay.
+    ``too_long``: an id longer than the store's id columns (``ID_LENGTH``); ``nul_character``:
+    text holding a NUL character (code point 0). Why here: PostgreSQL refuses both (the insert
+    failed: a 500) and SQLite stores them, so they are checked before either sees the row,
+    and the caller gets the 422 naming the field on every backend. A loop over the raw dicts:
+    ~2 us per order.
     """
     cols = _ID_COLUMNS[table.name]
     limit = T.ID_LENGTH
     out: dict[int, list[str]] = {}
     for i, r in enumerate(raw):
-        for c in cols:
-            v = r.get(c)
-            if type(v) is str and len(v) > limit and len(v.strip()) > limit:
-                out.setdefault(i, []).append(f"{c}:too_long")
+        for c, v in r.items():
+            if type(v) is str:
+                if "\x00" in v:
+                    out.setdefault(i, []).append(f"{c}:nul_character")
+                if len(v) > limit and c in cols and len(v.strip()) > limit:
+                    out.setdefault(i, []).append(f"{c}:too_long")
     return out
 
 
@@ -105,11 +108,11 @@ def _errors(raw: list[dict[str, Any]], table: Table) -> tuple[pd.DataFrame, list
         for i, r in zip(q[SOURCE_ROW].tolist(), q[REASON].tolist(), strict=True)
     }
     valid = res.valid
-    too_long = _too_long(raw, table)
-    if too_long:
-        for i, errs in too_long.items():
+    unstorable = _unstorable(raw, table)
+    if unstorable:
+        for i, errs in unstorable.items():
             bad.setdefault(i, []).extend(errs)
-        valid = valid[~valid[SOURCE_ROW].isin(list(too_long)).to_numpy(dtype=bool)]
+        valid = valid[~valid[SOURCE_ROW].isin(list(unstorable)).to_numpy(dtype=bool)]
     if table is ORDERS:
         status = valid["status"].to_numpy(dtype=object, na_value=None)
         not_done = status != "completed"
@@ -210,7 +213,7 @@ def _score(body: ScoreRequest, partial: bool, rescore: bool, state: ServiceState
         n <= COALESCE_MAX_ORDERS
         and not body.technicians
         and not body.units
-        and not _too_long(raw, ORDERS)  # such a request takes the path that names the field
+        and not _unstorable(raw, ORDERS)  # such a request takes the path that names the field
     ):
         # validated and scored together with concurrent small requests; None: some order is
         # invalid, and the request takes the path below (validated alone, exact messages)
