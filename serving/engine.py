@@ -672,6 +672,27 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+@contextmanager
+def _writer_thread(wanted: bool) -> Iterator[Callable[..., Future] | None]:
+    """A big batch's own writer thread: ``submit(fn, ...)`` runs ``fn`` there (None: none).
+
+    Why: a big batch's inserts (new orders, then decisions) run inside SQLite, which releases
+    the GIL while it inserts; on a second core they overlap the history append, features,
+    heads and decision rows of the request thread. The caller waits for every job before its
+    transaction ends (commit or rollback), so an answered decision is a recorded one. One
+    thread per batch, not one shared: a batch's write waits for another's SQLite write lock,
+    and on a shared thread it would block the other batch's remaining inserts behind it.
+    """
+    if not wanted:
+        yield None
+        return
+    ex = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+    try:
+        yield ex.submit
+    finally:
+        ex.shutdown(wait=True)
+
+
 class Scorer:
     """Turns validated orders into recorded decisions."""
 
@@ -693,8 +714,6 @@ class Scorer:
         self.base = S.solve_base(policy.sampling)
         self.coalescer = Coalescer(self)
         self._deferred: Columns | None = None
-        self._writer: ThreadPoolExecutor | None = None
-        self._writer_lock = threading.Lock()
 
     def score(
         self,
@@ -741,10 +760,10 @@ class Scorer:
         # are committed together (one commit instead of three; a decision is never recorded
         # without its order). On SQLite the first SELECT runs before the write lock is taken,
         # and the lock is held from the order upsert to the commit.
-        with self.store.transaction() as conn:
+        overlap = len(orders) >= OVERLAP_ORDERS
+        with _writer_thread(overlap) as background, self.store.transaction() as conn:
             found = self.store.find_decisions(zip(ids, hashes, strict=True), version, conn)
             todo = np.array([i not in found for i in ids], dtype=bool)
-            overlap = len(orders) >= OVERLAP_ORDERS
             answer: tuple[list[dict[str, Any]], list[bool]] | None = None
             with self.cache.lock:  # store, append to the history and compute features as one
                 self.flush()
@@ -754,7 +773,7 @@ class Scorer:
                     write, finish = self.store.upsert_orders_steps(
                         rows, hashes, conn, columns, stored
                     )
-                    writing = None if write is None else self._background(write)
+                    writing = None if write is None else background(write)
                 else:
                     writing = None
                     changed = self.store.upsert_orders(rows, hashes, conn, columns)
@@ -770,7 +789,10 @@ class Scorer:
                     if todo.any():
                         chosen = cols if todo.all() else Columns(orders[todo])
                         new_columns = self._decide(
-                            served, chosen, [h for h, t in zip(hashes, todo, strict=True) if t]
+                            served,
+                            chosen,
+                            [h for h, t in zip(hashes, todo, strict=True) if t],
+                            background,
                         )
                 finally:  # the connection is the writer's until it is done (also on errors)
                     if writing is not None:
@@ -780,7 +802,7 @@ class Scorer:
             if todo.any():
                 if overlap:  # the decisions inserted on the writer thread, rows built here
                     n_new = len(new_columns["order_id"])
-                    writing = self._background(
+                    writing = background(
                         self.store.prepare_decisions([{}] * n_new, conn, new_columns)
                     )
                     try:
@@ -817,24 +839,16 @@ class Scorer:
                     self._deferred = deferred  # retried by the next score()
                     raise
 
-    def _background(self, fn: Any, *args: Any, **kwargs: Any) -> Future:
-        """``fn(*args, **kwargs)`` on the store's writer thread (one at a time, in order).
-
-        Why: a big batch's inserts (orders and their rework links, then decisions) run mostly
-        inside SQLite or the database driver, which release the GIL; on a second core they
-        overlap the history append, the features and the decision rows of the request thread.
-        The caller always waits for the result before its transaction ends (commit or
-        rollback), so a decision is still answered only once it is recorded.
-        """
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-        return self._writer.submit(fn, *args, **kwargs)
-
     def _decide(
-        self, served: ServedModel, orders: pd.DataFrame, hashes: list[str]
+        self,
+        served: ServedModel,
+        orders: pd.DataFrame,
+        hashes: list[str],
+        background: Callable[..., Future] | None = None,
     ) -> dict[str, list[Any]]:
         """Features, both heads, policy and sample for orders without a recorded decision.
+
+        ``background``: the batch's writer thread (:func:`_writer_thread`), if it has one.
 
         Returns the decisions per column (what the insert reads; :func:`_decision_rows` makes
         the rows).
@@ -851,8 +865,8 @@ class Scorer:
             def predict(M: np.ndarray = M) -> dict[str, np.ndarray]:
                 return {col: heads[h].predict_proba_matrix(M) for h, col in HEADS.items()}
 
-            if len(orders) >= OVERLAP_ORDERS:  # LightGBM predicts without the GIL: on the
-                heading = self._background(predict)  # writer thread, beside the reasons
+            if background is not None:  # LightGBM predicts without the GIL: on the
+                heading = background(predict)  # writer thread, beside the reasons
             else:
                 scores = predict()
             feats: Any = FeatureView(arrays, len(orders))

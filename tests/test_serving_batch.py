@@ -620,3 +620,48 @@ def test_a_failing_insert_on_the_writer_thread_answers_nothing_and_stores_nothin
         r = client.post("/v1/score", json=batch, headers=auth(key))
         assert r.status_code == 200 and len(r.json()["decisions"]) == 200
         assert not any(d["replayed"] for d in r.json()["decisions"])
+
+
+def test_two_big_batches_at_once_both_answer_and_record_everything(tmp_path, monkeypatch):
+    """Big batches scored at the same time, each with its own writer thread: every request
+    answers, every decision is recorded once, and none waits out the SQLite busy timeout
+    (a batch's writes queued behind another's, which waits for the first one's lock)."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+    from fastapi.testclient import TestClient
+
+    from serving import engine
+    from serving.main import create_app
+    from tests.serving_fixtures import auth, payload, serve_copy, train_model_dir
+
+    model_dir, orders = train_model_dir(tmp_path / "model")
+    done = orders[orders["status"] == "completed"].sort_values("completed_at")
+    monkeypatch.setattr(engine, "OVERLAP_ORDERS", 50)
+    settings, url = serve_copy(tmp_path / "svc", model_dir, history_merge_orders=10**6)
+    with TestClient(create_app(settings)) as client:
+        store = Store(make_engine(url))
+        key = store.create_key("system")[1]
+        r = client.post("/v1/score", json={"orders": payload(done.iloc[:300])}, headers=auth(key))
+        assert r.status_code == 200
+        batches = [payload(done.iloc[300 + 150 * i : 450 + 150 * i]) for i in range(4)]
+        status: list[int] = []
+
+        def send(batch: list) -> None:
+            res = client.post("/v1/score", json={"orders": batch}, headers=auth(key))
+            status.append(res.status_code)
+
+        threads = [threading.Thread(target=send, args=(b,)) for b in batches]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert status == [200] * 4 and time.monotonic() - t0 < 20
+        with store.engine.connect() as conn:
+            n = {
+                t: conn.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar()
+                for t in ("orders", "decisions")
+            }
+        assert n == {"orders": 900, "decisions": 900}
