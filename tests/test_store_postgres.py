@@ -42,6 +42,13 @@ def trained(tmp_path_factory):
     return model_dir, done
 
 
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory):
+    """A second model (another seed): what a reload to a newer champion serves."""
+    model_dir, _ = train_model_dir(tmp_path_factory.mktemp("pgother") / "model", seed=12)
+    return model_dir
+
+
 def _migrated_diff(engine: sa.Engine) -> list:
     with engine.connect() as conn:
         return compare_metadata(MigrationContext.configure(conn), T.metadata)
@@ -77,6 +84,7 @@ def test_migrations_downgrade_to_nothing_and_back(postgres_url):
     engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_service_processes_starting_together_migrate_once(postgres_url):
     """Four workers starting at once on a fresh store: each runs the migrations at start;
@@ -249,12 +257,15 @@ def test_same_orders_get_the_same_decisions_on_both_backends(trained, tmp_path, 
             assert isinstance(d["reasons"], list) and isinstance(d["model_versions"], dict)
 
 
-def test_a_rescore_under_a_newer_model_keeps_both_decisions(trained, tmp_path, database_url):
+@pytest.mark.slow
+def test_a_rescore_under_a_newer_model_keeps_both_decisions(
+    trained, other_model, tmp_path, database_url
+):
     """Idempotency is per model: the same order under a reloaded, different model gets a second
     decision with ``rescore=true``; the first stays in the audit trail, plain re-sends return
     the latest one."""
     model_dir, done = trained
-    other_dir, _ = train_model_dir(tmp_path / "other", seed=12)
+    other_dir = other_model
     settings, url = _service(tmp_path, model_dir, database_url)
     keys = _keys(url)
     orders = payload(done.iloc[-30:])
@@ -281,6 +292,7 @@ def test_a_rescore_under_a_newer_model_keeps_both_decisions(trained, tmp_path, d
         ]
 
 
+@pytest.mark.slow
 def test_two_service_processes_scoring_overlapping_orders_lose_and_duplicate_nothing(
     trained, tmp_path, database_url
 ):
