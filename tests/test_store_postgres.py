@@ -112,6 +112,18 @@ def test_service_processes_starting_together_migrate_once(postgres_url):
 
 
 @pytest.mark.postgres
+def test_a_postgresql_url_without_a_driver_uses_the_shipped_one(postgres_url):
+    """``postgresql://`` and ``postgres://`` (what people write) use psycopg 3, the driver the
+    project ships; SQLAlchemy's default, psycopg2, is not installed."""
+    for scheme in ("postgresql://", "postgres://"):
+        engine = make_engine(postgres_url.replace("postgresql+psycopg://", scheme, 1))
+        assert engine.dialect.driver == "psycopg"
+        upgrade(engine)
+        assert _migrated_diff(engine) == []
+        engine.dispose()
+
+
+@pytest.mark.postgres
 def test_open_appeal_indexes_are_partial(postgres_url):
     """A full unique index would allow one appeal per result ever (a rejected appeal would
     block every later one): both indexes must carry their WHERE clause."""

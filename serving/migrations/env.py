@@ -21,7 +21,9 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url") or os.environ.get("REPAIRQC_DATABASE_URL")
     if not url:
         raise RuntimeError("no database URL: set REPAIRQC_DATABASE_URL")
-    return url
+    from serving.store.db import postgres_driver  # postgresql:// -> the shipped driver
+
+    return postgres_driver(url).render_as_string(hide_password=False)
 
 
 def run_migrations_offline() -> None:

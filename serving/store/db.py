@@ -73,6 +73,19 @@ def json_text(value: Any) -> str:
         return json.dumps(value)
 
 
+def postgres_driver(url: str | sa.engine.URL) -> sa.engine.URL:
+    """``url`` with the driver the project ships (psycopg 3) when a PostgreSQL URL names none.
+
+    Why: ``postgresql://…`` (and the older ``postgres://…``) make SQLAlchemy load psycopg2,
+    which is not a dependency, so the service failed at start with "No module named
+    'psycopg2'"; an explicit driver (``postgresql+psycopg2://``) is left as given.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 def make_engine(url: str, autocheckpoint: bool = True) -> Engine:
     """Engine for ``url``: SQLite with WAL, a busy timeout and its folder; PostgreSQL in UTC.
 
@@ -114,7 +127,7 @@ def make_engine(url: str, autocheckpoint: bool = True) -> Engine:
             cur.close()
 
         return engine
-    engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=json_text)
+    engine = sa.create_engine(postgres_driver(url), pool_pre_ping=True, json_serializer=json_text)
     if engine.dialect.name == "postgresql":
 
         @sa.event.listens_for(engine, "connect")
