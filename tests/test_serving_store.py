@@ -49,6 +49,8 @@ def test_keys_cli_prints_a_key_once(tmp_path, monkeypatch, database_url):
     assert "system" in listed and key not in listed
     bad = CliRunner().invoke(app, ["keys", "create", "--role", "root"])
     assert bad.exit_code == 2 and "role must be one of system, quality, admin" in bad.output
+    long = CliRunner().invoke(app, ["keys", "create", "--role", "system", "--note", "x" * 201])
+    assert long.exit_code == 2 and "note: at most 200 characters (got 201)" in long.output
 
 
 def test_pii_is_masked_in_free_text_and_logs():

@@ -675,6 +675,9 @@ class Store(QualityLoopStore):
         """Create a key of ``role``; returns ``(key_id, key)``. Only the hash is stored."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        most = T.api_keys.c.note.type.length  # PostgreSQL enforces it (SQLite would not)
+        if note is not None and len(note) > most:
+            raise ValueError(f"note: at most {most} characters (got {len(note)})")
         key_id = secrets.token_hex(6)
         key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         with self.engine.begin() as conn:
