@@ -546,6 +546,8 @@ def round_like_python(a: np.ndarray, ndigits: int) -> np.ndarray:
     within rounding error of a half-integer, or too large to tell; those elements (rare), and
     non-finite ones, are rounded by Python.
     """
+    if a.size <= _ROUND_IN_PYTHON:  # one order's candidates: numpy's fixed cost is more
+        return np.array([round(x, ndigits) for x in a.ravel().tolist()]).reshape(a.shape)
     scale = 10.0**ndigits
     with np.errstate(over="ignore", invalid="ignore"):  # inf / NaN: rounded by Python below
         p = a * scale
@@ -560,6 +562,8 @@ def round_like_python(a: np.ndarray, ndigits: int) -> np.ndarray:
 #: error, ~1e-7 there, is far below ``_SURE_GAP``) and when the product is not within
 #: ``_SURE_GAP`` of a half-integer.
 _SURE_BELOW = 2.0**30
+#: Up to this many elements, :func:`round_like_python` calls ``round`` per element.
+_ROUND_IN_PYTHON = 64
 _SURE_GAP = 1e-6
 
 

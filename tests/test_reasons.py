@@ -112,6 +112,8 @@ def test_round_like_python_equals_pythons_round_per_element():
         ]
     )
     got = round_like_python(x.reshape(-1, 5), 4).ravel().tolist()
+    small = np.array([0.12345, 2.5e-5, 1.5e-4, -0.00015, 0.3])  # a few: rounded per element
+    assert round_like_python(small, 4).tolist() == [round(v, 4) for v in small.tolist()]
     for v, g in zip(x.tolist(), got, strict=True):
         e = round(v, 4)
         assert (g != g and e != e) or (g == e and math.copysign(1, g) == math.copysign(1, e)), v
