@@ -13,6 +13,13 @@ Usage::
     nice python bench/bench_pipeline.py --rework-drift 1.0        # drifting rework rate
     nice python bench/bench_pipeline.py --synthetic-drift 1.0     # the same, test generator
 
+Each head's block also carries the oracle's own lift at the top 5/10/20 % (what ranking by the
+true probability gives on this data: the attainable lift) and the model's share of it.
+``--feature-ceiling`` adds, per head with an oracle, the same booster fitted on the oracle
+probability itself (noise-free soft labels, all pre-test rows): what the features can carry at
+best, so a gap to the oracle splits into missing information (oracle − ceiling) and learning
+from noisy labels (ceiling − model).
+
 Prints one JSON document (also written to ``--out`` when given).
 """
 
@@ -74,6 +81,56 @@ def _data(args: argparse.Namespace, tmp: Path) -> tuple[tuple, pd.DataFrame | No
     return typed, (pd.read_parquet(gt) if gt.exists() else None), t
 
 
+def feature_ceiling(
+    frame: pd.DataFrame, truth: pd.DataFrame, test: pd.DataFrame, tcfg, rounds: int
+) -> dict:
+    """Per head: AUC ratio and lift@10 of a booster trained on the oracle probability.
+
+    The head's LightGBM parameters with a cross-entropy objective on the ground-truth
+    probability of every pre-test row whose label is known (the rows the head learns from),
+    ``rounds`` trees (no early stopping: the soft labels carry little noise to overfit).
+    Diagnostic only, never part of the model: it reads the ground truth.
+    """
+    import lightgbm as lgb
+
+    from models import metrics as M
+    from models.features import CATEGORICAL_LEVELS, feature_columns
+    from pipelines.evaluate import ORACLE
+
+    feats = feature_columns(frame)
+    t = truth.drop_duplicates("order_id")
+    t.index = pd.Index(t["order_id"].astype(str).to_numpy(dtype=object))
+    out: dict = {}
+    for head in GOALS:
+        col = f"{head}__oracle"
+        src = next((c for c in ORACLE[head] if c in t), None)
+        if src is None or col not in test:
+            continue
+        rows = frame[(frame["split"] != "test") & frame[head].notna()]
+        ids = pd.Index(rows["order_id"].astype(str).to_numpy(dtype=object))
+        target = t[src].reindex(ids).to_numpy(dtype=float)
+        ok = ~np.isnan(target)
+        params = {
+            **tcfg.heads[head].lgbm,
+            "objective": "cross_entropy",
+            "seed": tcfg.seed,
+            "deterministic": True,
+            "num_threads": tcfg.num_threads,
+            "verbosity": -1,
+        }
+        cats = [c for c in feats if c in CATEGORICAL_LEVELS]
+        ds = lgb.Dataset(rows.loc[ok, feats], target[ok], categorical_feature=cats)
+        booster = lgb.train(params, ds, num_boost_round=rounds)
+        p = booster.predict(test[feats])
+        y, o = test[head], test[col]
+        out[head] = {
+            "auc_ratio_oracle": round(M.auc(y, p) / M.auc(y, o), 4),
+            "lift_top10": round(M.lift_at(y, p, 0.10), 4),
+            "rounds": rounds,
+        }
+    return out
+
+
 def main() -> None:
     """Run the benchmark and print the JSON report."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -91,6 +148,13 @@ def main() -> None:
     p.add_argument("--synthetic-orders", type=int, default=60000, help="size for --synthetic-drift")
     p.add_argument("--out", help="also write the JSON report here")
     p.add_argument("--params", default="params.yaml", help="features/label/train configuration")
+    p.add_argument(
+        "--feature-ceiling",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also fit a booster of ROUNDS trees on the oracle probability (diagnostic)",
+    )
     args = p.parse_args()
 
     from models.estimators import HEADS, fit_risk_model, training_frame
@@ -113,8 +177,12 @@ def main() -> None:
         model = fit_risk_model(frame, fcfg, tcfg)
         t["fit"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        metrics, _, _ = evaluate_scored(scored_test_frame(model, frame, truth))
+        scored = scored_test_frame(model, frame, truth)
+        metrics, _, _ = evaluate_scored(scored)
         t["evaluate"] = time.perf_counter() - t0
+        ceiling = {}
+        if args.feature_ceiling and truth is not None:
+            ceiling = feature_ceiling(frame, truth, scored, tcfg, args.feature_ceiling)
         t0 = time.perf_counter()
         save_model(model, tmp / "model", input_example(orders))
         t["save_model"] = time.perf_counter() - t0
@@ -154,6 +222,8 @@ def main() -> None:
             "ece<=0.02": bool(r["ece"] <= 0.02),
             "lift_top10>=2.5": bool(r["lift_top10"] >= 2.5),
         }
+        if head in ceiling:
+            r["feature_ceiling"] = ceiling[head]
         report[head] = r
     text = json.dumps(report, indent=2)
     print(text)
