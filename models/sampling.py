@@ -291,6 +291,12 @@ class InspectionQueue:
         )
 
 
+#: Longest policy ``version``: it is stored with every decision in a ``String`` column of this
+#: length (PostgreSQL enforces it), so a longer one is refused when the policy is loaded instead
+#: of failing every score afterwards.
+POLICY_VERSION_LENGTH = 64
+
+
 @dataclass(frozen=True)
 class Policy:
     """The whole inspection policy; ``version`` is stored with every decision."""
@@ -308,6 +314,11 @@ class Policy:
         top = _strict(cls, d, "policy")
         if not str(top.get("version") or "").strip():
             raise PolicyError("policy: a non-empty version is required")
+        if len(str(top["version"])) > POLICY_VERSION_LENGTH:
+            raise PolicyError(
+                f"policy.version: at most {POLICY_VERSION_LENGTH} characters "
+                f"(got {len(str(top['version']))}); it is stored with every decision"
+            )
         parts: dict[str, Any] = {"version": str(top["version"])}
         for name, sub in (
             ("risk_levels", RiskLevels),

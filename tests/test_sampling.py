@@ -34,6 +34,13 @@ def test_policy_without_version_is_refused():
         S.Policy.from_dict({})
 
 
+def test_policy_version_longer_than_its_store_column_is_refused():
+    # The version is written with every decision; a too long one would fail each score later.
+    S.Policy.from_dict({"version": "v" * S.POLICY_VERSION_LENGTH})
+    with pytest.raises(S.PolicyError, match=r"policy.version: at most 64 characters \(got 65\)"):
+        S.Policy.from_dict({"version": "v" * (S.POLICY_VERSION_LENGTH + 1)})
+
+
 def test_inconsistent_levels_are_refused():
     with pytest.raises(S.PolicyError, match="high bound is below"):
         S.Policy.from_dict(

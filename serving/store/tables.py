@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from models.sampling import POLICY_VERSION_LENGTH
 from models.schemas import ORDERS, TECHNICIANS, UNITS, Table
 
 metadata = sa.MetaData(
@@ -94,7 +95,7 @@ decisions = sa.Table(
     sa.Column("input_hash", sa.String(HASH_LENGTH), nullable=False),
     sa.Column("model_version", sa.String(128), nullable=False),
     sa.Column("model_versions", sa.JSON(), nullable=False),
-    sa.Column("policy_version", sa.String(64), nullable=False),
+    sa.Column("policy_version", sa.String(POLICY_VERSION_LENGTH), nullable=False),
     sa.Column("rework_risk", sa.Float(), nullable=False),
     sa.Column("dissatisfaction_prob", sa.Float(), nullable=False),
     sa.Column("risk_level", sa.String(16), nullable=False),
