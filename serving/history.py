@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -895,6 +896,29 @@ class IncrementalHistory:
             return (done + self.window_ns) / 1e9, 0.0
         return first / 1e9, 1.0
 
+    def _completed_between(self, span: dict[tuple[str, str], tuple[int, int]]) -> list[int]:
+        """Rows of each group ``(home, category) -> (lo, hi)`` completed in ``[lo - W, hi)``.
+
+        Why: a new report at ``t`` can change only the rework label of an order of its group
+        completed in ``[t - W, t)`` (the label: the first later report within the window W
+        after completion), so these rows — with the new orders' parents — are every row whose
+        label an append can move. Recomputing every row of a touched group instead made each
+        append cost the groups' whole past: back-to-back 10,000-order batches got ~0.05 s
+        slower each as the homes filled up.
+        """
+        if not span:
+            return []
+        groups = [self.group[k] for k in span]
+        sizes = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+        members = np.fromiter(
+            itertools.chain.from_iterable(groups), dtype=np.int64, count=int(sizes.sum())
+        )
+        bounds = np.array(list(span.values()), dtype=np.int64).reshape(-1, 2)
+        lo = np.repeat(bounds[:, 0] - self.window_ns, sizes)
+        hi = np.repeat(bounds[:, 1], sizes)
+        done = self.rows["done_ns"][members]
+        return members[(done != _NAT) & (done >= lo) & (done < hi)].tolist()
+
     # ---- appending ----------------------------------------------------------------------------
     def contains(self, order_id: str) -> bool:
         """Whether the order is part of the history."""
@@ -940,12 +964,18 @@ class IncrementalHistory:
         # rework labels of the new orders and of the earlier ones they may be repeats of
         new_set = set(new_rows.tolist())
         touched: set[int] = set(new_set)
+        rep_ns = rows["rep_ns"]
+        span: dict[tuple[str, str], tuple[int, int]] = {}  # group -> new reports' min, max
         for r in new_set:
-            if self.row_group[r] is not None:
-                touched.update(self.group[self.row_group[r]])
+            key = self.row_group[r]
+            t = int(rep_ns[r])
+            if key is not None and t != _NAT:
+                lo, hi = span.get(key, (t, t))
+                span[key] = (min(lo, t), max(hi, t))
             p = self.row_parent[r]
             if p is not None and p in self.ids:
                 touched.add(self.ids[p])
+        touched.update(self._completed_between(span))
         old_rows = np.array(sorted(touched - new_set), dtype=np.int64)
         before = rows.take(old_rows)
         changed: list[int] = []

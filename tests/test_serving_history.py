@@ -8,6 +8,7 @@ import pytest
 
 from models.features import FeatureConfig, build_history, features_for
 from models.labels import dissatisfied_labels
+from models.schemas import ORDERS
 from serving.history import DeltaIndex, IncrementalHistory, dissatisfied
 from tests.synth_orders import make_orders
 
@@ -116,6 +117,33 @@ def test_case_mix_of_late_arrivals_is_recomputed_when_it_becomes_visible(data):
     probe = done.iloc[-40:]  # months later: every tech_oe row of ``late`` is visible
     _same_features(inc, full, probe)
     assert inc.rows["oe_due"].sum() < pending
+
+
+def test_appends_keep_every_rework_label_of_the_label_definition(data):
+    """An append recomputes the rework labels of the earlier orders completed within one
+    window before a new report of their home and category (and of the new orders' parents)
+    only: after appends in and out of order — every report landing between stored orders —
+    every order's label still equals :func:`models.labels.label_orders` on all the orders."""
+    from models.labels import label_orders
+
+    done, techs, units = data
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(5)
+    order = rng.permutation(len(done) - 300) + 300  # stream in random completion order
+    inc = IncrementalHistory(done.iloc[:300], techs, units, cfg)
+    seen = [done.iloc[:300]]
+    for chunk in np.array_split(order, [1, 3, 40, 41, 200, 260]):
+        inc.append(done.iloc[chunk])
+        seen.append(done.iloc[chunk])
+    every = pd.concat(seen, ignore_index=True)
+    lab = label_orders(every[ORDERS.names], cfg.label_config())
+    known = (lab["rework_known_at"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    rows = [inc.ids[i] for i in every["order_id"]]
+    assert lab["rework_order_id"].notna().sum() > 20  # reworks to get right
+    np.testing.assert_array_equal(
+        inc.rows["rw_pos"][rows], lab["rework_order_id"].notna().to_numpy(dtype=float)
+    )
+    np.testing.assert_allclose(inc.rows["rw_known"][rows], known.to_numpy(dtype=float))
 
 
 def test_appending_a_stored_order_again_is_refused(data):
