@@ -19,7 +19,12 @@ reasons), then only N 10,000-order batches (fresh ids; a few seconds apart so th
 merge each one triggers is done before the next): orders/s, server CPU seconds, and the CPU
 and run-queue wait of the server's busiest threads per batch (the request thread, the store
 writer, the event loop). A quick way to compare batch changes; the goal is measured by the
-full run.
+full run. Each batch re-sends the whole history's 400 days into the same 300 homes, so every
+batch makes the homes denser (batch 3: ~4x the orders per home and window of batch 0) and the
+rework-link and label work, which scales with a home's orders near the batch's, grows with it.
+``--new-orders``: each batch is what a property system sends next instead — orders of the
+history's last 100 days, moved 110 days later per batch (its own period, after the last):
+back-to-back batches of this kind must cost what the first one does.
 
 The machine is shared, so besides wall-clock rates the bench reports the load average and the
 CPU seconds each server process spent per request (from /proc): the CPU cost does not depend
@@ -52,6 +57,9 @@ CONCURRENT = 800
 CONNECTIONS = 16
 BATCH = 10_000
 MLFLOW_REQUESTS = 200
+#: ``--batch-only --new-orders``: the period batches are drawn from, and each batch's move.
+_DAYS_100 = np.timedelta64(100, "D")
+_DAYS_110 = np.timedelta64(110, "D")
 
 
 def free_port() -> int:
@@ -166,7 +174,7 @@ def thread_times(pid: int) -> dict[str, tuple[float, float, str]]:
     return out
 
 
-def batch_only(batches: int) -> None:
+def batch_only(batches: int, new_orders: bool = False) -> None:
     """``--batch-only``: only the 10,000-order batch phase, ``batches`` times (see above)."""
     model_dir, done, history, _, env, keys = setup("bench_serving_", ("system", "quality"))
     port = free_port()
@@ -188,8 +196,15 @@ def batch_only(batches: int) -> None:
                     break
                 time.sleep(0.5)
             for b in range(batches):
-                big = done.sample(BATCH, replace=True, random_state=1 + b).reset_index(drop=True)
+                src = done
+                if new_orders:
+                    src = done[done["completed_at"] > done["completed_at"].max() - _DAYS_100]
+                big = src.sample(BATCH, replace=True, random_state=1 + b).reset_index(drop=True)
                 big["order_id"] = [f"B{b}-{i:06d}" for i in range(BATCH)]
+                if new_orders:  # the next period's orders (every timestamp moved)
+                    for col in big.columns:
+                        if str(big[col].dtype).startswith("datetime64"):
+                            big[col] = big[col] + _DAYS_110 * (b + 1)
                 body = _json_body({"orders": payload(big)})
                 time.sleep(5.0)  # the previous batch's history merge runs meanwhile
                 th0, cpu0 = thread_times(server.pid), cpu_seconds(server.pid)
@@ -224,9 +239,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch-only", action="store_true", help="only the 10k-batch phase")
     ap.add_argument("--batches", type=int, default=3, help="batches with --batch-only")
+    ap.add_argument(
+        "--new-orders", action="store_true", help="--batch-only: each batch the next period's"
+    )
     args = ap.parse_args()
     if args.batch_only:
-        batch_only(args.batches)
+        batch_only(args.batches, args.new_orders)
         return
     model_dir, done, history, recent, env, keys = setup("bench_serving_", ("system", "quality"))
     key, quality_key = keys["system"], keys["quality"]
