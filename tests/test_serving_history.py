@@ -144,6 +144,20 @@ def test_appends_keep_every_rework_label_of_the_label_definition(data):
         inc.rows["rw_pos"][rows], lab["rework_order_id"].notna().to_numpy(dtype=float)
     )
     np.testing.assert_allclose(inc.rows["rw_known"][rows], known.to_numpy(dtype=float))
+    # the column-wise recomputation an append uses equals the per-row definition, every row
+    every_row = np.arange(inc.rows.n)
+    k, p = inc._first_repeats(every_row)
+    one = np.array([inc._first_repeat(r) for r in every_row.tolist()])
+    np.testing.assert_array_equal(k, one[:, 0])
+    np.testing.assert_array_equal(p, one[:, 1])
+    # ties: a report at the very moment of an earlier completion of its group is not after it
+    cols = inc.rows.cols
+    for members in [g for g in inc.group.values() if len(g) >= 2][:40]:
+        cols["rep_ns"][members[1]] = cols["done_ns"][members[0]]
+    k, p = inc._first_repeats(every_row)
+    one = np.array([inc._first_repeat(r) for r in every_row.tolist()])
+    np.testing.assert_array_equal(k, one[:, 0])
+    np.testing.assert_array_equal(p, one[:, 1])
 
 
 def test_appending_a_stored_order_again_is_refused(data):
