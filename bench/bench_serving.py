@@ -68,6 +68,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(model_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """``repairqc serve`` of ``model_dir`` on a free port (output discarded); (process, URL).
+
+    Written once so the full bench and ``--batch-only`` measure the same server.
+    """
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port),
+         "--model-dir", str(model_dir)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return server, f"http://127.0.0.1:{port}"
+
+
 def wait_up(url: str, timeout: float = 120.0) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -177,13 +191,7 @@ def thread_times(pid: int) -> dict[str, tuple[float, float, str]]:
 def batch_only(batches: int, new_orders: bool = False) -> None:
     """``--batch-only``: only the 10,000-order batch phase, ``batches`` times (see above)."""
     model_dir, done, history, _, env, keys = setup("bench_serving_", ("system", "quality"))
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port),
-         "--model-dir", str(model_dir)],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(model_dir, env)
     head = {"Authorization": f"Bearer {keys['system']}"}
     try:
         wait_up(base + "/ready")
@@ -248,13 +256,7 @@ def main() -> None:
         return
     model_dir, done, history, recent, env, keys = setup("bench_serving_", ("system", "quality"))
     key, quality_key = keys["system"], keys["quality"]
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port),
-         "--model-dir", str(model_dir)],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(model_dir, env)
     head = {"Authorization": f"Bearer {key}"}
     results: dict[str, float] = {}
     try:
