@@ -21,26 +21,12 @@ if [[ -x "$CHROMIUM" && -x "$CHROMEDRIVER" ]] && have_cjk_font; then
   exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-browser: apt-get not found: install chromium, chromedriver and a CJK font by hand" >&2
+# shellcheck source=scripts/apt-install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
+if ! apt_install install-browser "${PACKAGES[@]}"; then
   echo "  (or point REPAIRQC_CHROMIUM / REPAIRQC_CHROMEDRIVER at them)" >&2
   exit 1
 fi
-
-SUDO=()
-if [[ "$(id -u)" -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo)
-  else
-    echo "install-browser: not root and no sudo: cannot apt-get install ${PACKAGES[*]}" >&2
-    exit 1
-  fi
-fi
-
-echo "install-browser: apt-get install ${PACKAGES[*]}"
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-  apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
 
 "$CHROMIUM" --version
 "$CHROMEDRIVER" --version

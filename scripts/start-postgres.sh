@@ -38,25 +38,13 @@ find_bin() {
 
 PG_BIN="$(find_bin)"
 if [[ -z "$PG_BIN" || ! -x "$PG_BIN/initdb" || ! -x "$PG_BIN/pg_ctl" ]]; then
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "start-postgres: no PostgreSQL server binaries and no apt-get: install postgresql" >&2
+  # shellcheck source=scripts/apt-install.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
+  # the package's own cluster (if its postinst creates one) is not used: ours is in a temp dir
+  if ! apt_install start-postgres postgresql postgresql-client; then
     echo "  (or point REPAIRQC_PG_BIN at the folder holding initdb and pg_ctl)" >&2
     exit 1
   fi
-  SUDO=()
-  if [[ "$(id -u)" -ne 0 ]]; then
-    if command -v sudo >/dev/null 2>&1; then
-      SUDO=(sudo)
-    else
-      echo "start-postgres: not root and no sudo: cannot apt-get install postgresql" >&2
-      exit 1
-    fi
-  fi
-  echo "start-postgres: apt-get install postgresql" >&2
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-  # the package's own cluster (if its postinst creates one) is not used: ours is in a temp dir
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends postgresql postgresql-client >&2
   PG_BIN="$(find_bin)"
 fi
 
