@@ -26,6 +26,46 @@ def test_migrations_create_exactly_the_declared_tables(tmp_path, database_url):
     assert diff == []
 
 
+def test_a_store_of_an_earlier_revision_upgrades_keeping_its_rows(tmp_path, database_url):
+    """A deployed store is migrated in place when the service is upgraded: the later
+    revisions (0004 copies the SQLite tables to make the keys NOT NULL, 0005 widens integers)
+    keep every row and value and end at exactly the declared schema."""
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0003")
+    at = "2026-01-01 08:00:00"
+    order = (
+        "INSERT INTO orders (order_id, community_id, unit_id, area_type, channel, category,"
+        " priority, description, reported_at, status, urge_count, input_hash, received_at)"
+        " VALUES (:id, 'C1', :unit, 'indoor', 'app', 'plumbing', 'normal', '厨房漏水',"
+        " :at, 'completed', :urges, 'h', :at)"
+    )
+    with engine.begin() as conn:
+        for i in range(40):
+            params = {"id": f"O{i}", "unit": f"U{i % 7}", "at": at, "urges": i}
+            conn.execute(sa.text(order), params)
+        for i in range(7):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO units (unit_id, community_id, building_year, received_at)"
+                    " VALUES (:u, 'C1', 2001, :at)"
+                ),
+                {"u": f"U{i}", "at": at},
+            )
+    upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT order_id, unit_id, urge_count, description FROM orders")
+        ).fetchall()
+        units = conn.execute(sa.text("SELECT count(*) FROM units")).scalar()
+        diff = compare_metadata(MigrationContext.configure(conn), T.metadata)
+    assert sorted((r[0], r[1], r[2], r[3]) for r in rows) == sorted(
+        (f"O{i}", f"U{i % 7}", i, "厨房漏水") for i in range(40)
+    )
+    assert units == 7
+    assert diff == []
+    engine.dispose()
+
+
 def test_keys_are_stored_hashed_and_roles_checked(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     upgrade(engine)

@@ -217,8 +217,11 @@ class WalCheckpointer:
 MIGRATION_LOCK_KEY = 0x72717C5F6D6967  # "rqc_mig"
 
 
-def upgrade(engine: Engine) -> None:
-    """Apply all alembic migrations (idempotent: a store at head is left alone).
+def upgrade(engine: Engine, target: str = "head") -> None:
+    """Apply the alembic migrations up to ``target`` (idempotent: a store there is left alone).
+
+    ``target``: a revision id; the service always migrates to ``head``, tests also build a
+    store of an earlier revision to check that upgrading keeps its rows.
 
     On PostgreSQL the migration runs under a transaction-level advisory lock: service
     processes starting together on a fresh store (several workers) ran it at once, and all
@@ -235,7 +238,7 @@ def upgrade(engine: Engine) -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, target)
 
 
 # --------------------------------------------------------------------------------------------
