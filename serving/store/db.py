@@ -223,10 +223,12 @@ def upgrade(engine: Engine, target: str = "head") -> None:
     ``target``: a revision id; the service always migrates to ``head``, tests also build a
     store of an earlier revision to check that upgrading keeps its rows.
 
-    On PostgreSQL the migration runs under a transaction-level advisory lock: service
-    processes starting together on a fresh store (several workers) ran it at once, and all
-    but one failed on tables or the version row the first had just created. Now the others
-    wait, then find the store at head.
+    Service processes starting together on a fresh store (several workers) ran the
+    migration at once, and all but one failed on tables or the version row the first had just
+    created. So it runs under a lock, and the others wait, then find the store at head: on
+    PostgreSQL a transaction-level advisory lock; on SQLite the database's write lock, taken
+    with ``BEGIN IMMEDIATE`` before alembic reads the version (the sqlite3 driver would run
+    the DDL outside any transaction otherwise); a waiting process retries for the busy timeout.
     """
     from alembic import command
     from alembic.config import Config
@@ -237,6 +239,8 @@ def upgrade(engine: Engine, target: str = "head") -> None:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, target)
 
