@@ -102,3 +102,14 @@ def database_url(backend: str) -> Iterator[str | None]:
 def postgres_url() -> Iterator[str | None]:
     """A fresh PostgreSQL database for one PostgreSQL-only test (mark it ``postgres``)."""
     yield from _database("postgresql")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A trained model directory and its completed orders by completion time, trained once per
+    run for every served-API test module (they serve copies of it: ``serve_copy``)."""
+    from tests.serving_fixtures import train_model_dir
+
+    model_dir, orders = train_model_dir(tmp_path_factory.mktemp("model") / "model")
+    done = orders[orders["status"] == "completed"].sort_values("completed_at")
+    return model_dir, done

@@ -17,16 +17,7 @@ from tests.serving_fixtures import (
     auth,
     payload,
     serve_copy,
-    train_model_dir,
 )
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("model")
-    model_dir, orders = train_model_dir(root / "model")
-    done = orders[orders["status"] == "completed"].sort_values("completed_at")
-    return model_dir, done
 
 
 @pytest.fixture(scope="module")

@@ -35,14 +35,6 @@ _PER_SERVICE = ("decision_id", "created_at")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pgmodel")
-    model_dir, orders = train_model_dir(root / "model")
-    done = orders[orders["status"] == "completed"].sort_values("completed_at")
-    return model_dir, done
-
-
-@pytest.fixture(scope="module")
 def other_model(tmp_path_factory):
     """A second model (another seed): what a reload to a newer champion serves."""
     model_dir, _ = train_model_dir(tmp_path_factory.mktemp("pgother") / "model", seed=12)
