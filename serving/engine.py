@@ -70,6 +70,20 @@ class ServedModel:
     numpy_heads: bool = False
 
 
+def freeze_long_lived() -> None:
+    """Move every live object out of the cyclic GC's scans (``gc.freeze``), garbage first.
+
+    Why: the model and the history live until the next reload or merge, and rescanning them
+    at every full collection cost batches ~20 % of their rate. The cyclic GC never frees a
+    frozen object, so a cycle that is garbage at the freeze would stay in memory for good:
+    ``gc.collect`` first. It scans only what was made since the last freeze (~2-5 ms after a
+    merge, measured); a replaced history itself has no cycles and goes by reference counting
+    (``serving.history._settler``).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class HistoryCache:
     """Every stored order as an as-of history, extended by each scored batch (no lag).
 
@@ -157,7 +171,7 @@ class HistoryCache:
             if not np.isfinite(cur.main.start):  # a first batch into an empty store: the
                 # history's start (exposure features) comes from it, so index it fully now
                 self.current = cur = cur.rebuilt()
-                gc.freeze()  # long-lived indexes: out of the cyclic GC's full collections
+                freeze_long_lived()  # long-lived indexes: out of the cyclic GC's collections
             if cur.needs_rebuild or cur.appended >= self.merge_orders:
                 self._dirty.set()
 
@@ -202,7 +216,7 @@ class HistoryCache:
             self.built_at = time.monotonic()
         # the new indexes live until the next rebuild: keep the cyclic GC from rescanning them
         # at every full collection during requests (as main.py does after start-up)
-        gc.freeze()
+        freeze_long_lived()
 
     def start(self, current: Any, on_rebuild: Any = None) -> None:
         """Background merger; ``current()`` returns the served model at each rebuild.
