@@ -9,8 +9,13 @@ Measured in one run, on 127.0.0.1, bounded in count and time:
   ``mlflow models serve`` (``/invocations``, scores only) — the ratio is the goal (>= 10x);
 * sequential latency again after the concurrent phase (~1,100 orders since the history's
   last merge: a request late in a merge period must cost what an early one does);
-* one 10,000-order batch (orders/s, reasons included; the request body is encoded before
-  the clock starts, the response is read within it).
+* 10,000-order batches (orders/s, reasons included; the request body is encoded before the
+  clock starts, the response is read within it): ``FULL_BATCHES`` of them, each the orders a
+  property system sends next (the history's last 100 days moved to a period of their own
+  after the last one), a few seconds apart so that the history merge each one triggers is
+  done before the next. The goal is their median; the first one is reported too
+  (``batch_first_orders_per_s``): a fresh server's first big batch also grows its heap by
+  ~180 MB (~45,000 page faults, ~0.25 s of kernel CPU on 2 cores) that later batches reuse.
 
 Goals (issue): ratio >= 10x, sequential p99 <= 15 ms, batch >= 10,000 orders/s.
 
@@ -19,12 +24,13 @@ reasons), then only N 10,000-order batches (fresh ids; a few seconds apart so th
 merge each one triggers is done before the next): orders/s, server CPU seconds, and the CPU
 and run-queue wait of the server's busiest threads per batch (the request thread, the store
 writer, the event loop). A quick way to compare batch changes; the goal is measured by the
-full run. Each batch re-sends the whole history's 400 days into the same 300 homes, so every
-batch makes the homes denser (batch 3: ~4x the orders per home and window of batch 0) and the
-rework-link and label work, which scales with a home's orders near the batch's, grows with it.
-``--new-orders``: each batch is what a property system sends next instead — orders of the
-history's last 100 days, moved 110 days later per batch (its own period, after the last):
-back-to-back batches of this kind must cost what the first one does.
+full run. Each batch re-sends orders of the whole history's 400 days into the same 300
+homes (a back-fill), so every batch makes the homes denser (batch 3: ~4x the orders per home
+and window of batch 0) and the rework-link and label work, which scales with a home's orders
+near the batch's, grows with it. ``--new-orders``: each batch is what a property system
+sends next instead, as in the full run — orders of the history's last 100 days, moved 110
+days later per batch (its own period, after the last): back-to-back batches of this kind
+must cost what the first one does.
 
 The machine is shared, so besides wall-clock rates the bench reports the load average and the
 CPU seconds each server process spent per request (from /proc): the CPU cost does not depend
@@ -57,6 +63,8 @@ CONCURRENT = 800
 CONNECTIONS = 16
 BATCH = 10_000
 MLFLOW_REQUESTS = 200
+#: 10k batches of the full run (the goal is their median, see above)
+FULL_BATCHES = 3
 #: ``--batch-only --new-orders``: the period batches are drawn from, and each batch's move.
 _DAYS_100 = np.timedelta64(100, "D")
 _DAYS_110 = np.timedelta64(110, "D")
@@ -203,6 +211,41 @@ def thread_times(pid: int) -> dict[str, tuple[float, float, str]]:
     return out
 
 
+def batch_orders(done, b: int, new_orders: bool):
+    """The ``b``-th 10,000-order batch: fresh ids, drawn from ``done``.
+
+    ``new_orders``: the next period's orders (the history's last 100 days, every timestamp
+    moved ``110 * (b + 1)`` days later); else orders re-sent from the whole history.
+    """
+    src = done
+    if new_orders:
+        src = done[done["completed_at"] > done["completed_at"].max() - _DAYS_100]
+    big = src.sample(BATCH, replace=True, random_state=1 + b).reset_index(drop=True)
+    big["order_id"] = [f"B{b}-{i:06d}" for i in range(BATCH)]
+    if new_orders:
+        for col in big.columns:
+            if str(big[col].dtype).startswith("datetime64"):
+                big[col] = big[col] + _DAYS_110 * (b + 1)
+    return big
+
+
+def post_batch(c: httpx.Client, big, pid: int) -> tuple[float, float]:
+    """POST one batch (its body encoded first, after a pause for the last merge).
+
+    Returns (seconds, server CPU seconds).
+    """
+    body = _json_body({"orders": payload(big)})
+    time.sleep(5.0)  # the previous batch's history merge runs meanwhile
+    cpu0 = cpu_seconds(pid)
+    t0 = time.perf_counter()
+    r = c.post("/v1/score", content=body, headers={"content-type": "application/json"})
+    r.raise_for_status()
+    secs = time.perf_counter() - t0
+    cpu = cpu_seconds(pid) - cpu0
+    assert len(r.json()["decisions"]) == BATCH
+    return secs, cpu
+
+
 def batch_only(batches: int, new_orders: bool = False) -> None:
     """``--batch-only``: only the 10,000-order batch phase, ``batches`` times (see above)."""
     model_dir, done, history, _, env, keys = setup("bench_serving_", ("system", "quality"))
@@ -214,24 +257,10 @@ def batch_only(batches: int, new_orders: bool = False) -> None:
             c.post("/v1/score", json={"orders": payload(history)}).raise_for_status()
             wait_binned(c, keys["quality"])
             for b in range(batches):
-                src = done
-                if new_orders:
-                    src = done[done["completed_at"] > done["completed_at"].max() - _DAYS_100]
-                big = src.sample(BATCH, replace=True, random_state=1 + b).reset_index(drop=True)
-                big["order_id"] = [f"B{b}-{i:06d}" for i in range(BATCH)]
-                if new_orders:  # the next period's orders (every timestamp moved)
-                    for col in big.columns:
-                        if str(big[col].dtype).startswith("datetime64"):
-                            big[col] = big[col] + _DAYS_110 * (b + 1)
-                body = _json_body({"orders": payload(big)})
-                time.sleep(5.0)  # the previous batch's history merge runs meanwhile
-                th0, cpu0 = thread_times(server.pid), cpu_seconds(server.pid)
-                t0 = time.perf_counter()
-                r = c.post("/v1/score", content=body, headers={"content-type": "application/json"})
-                r.raise_for_status()
-                secs = time.perf_counter() - t0
-                cpu, th1 = cpu_seconds(server.pid) - cpu0, thread_times(server.pid)
-                assert len(r.json()["decisions"]) == BATCH
+                big = batch_orders(done, b, new_orders)
+                th0 = thread_times(server.pid)
+                secs, cpu = post_batch(c, big, server.pid)
+                th1 = thread_times(server.pid)
                 busy = sorted(
                     (
                         (v[0] - th0.get(k, (0.0, 0.0, ""))[0], v[1] - th0.get(k, (0.0, 0.0, ""))[1])
@@ -308,20 +337,19 @@ def main() -> None:
         with httpx.Client(base_url=base, headers=head, timeout=120) as c:
             results |= sequential(c, payload(fresh(recent, "-late")), server.pid, "late_seq")
 
-        big = fresh(done.sample(BATCH, replace=True, random_state=1).reset_index(drop=True), "")
-        big["order_id"] = [f"B{i:06d}" for i in range(BATCH)]
         with httpx.Client(base_url=base, headers=head, timeout=300) as c:
             # the body is encoded before the clock starts (the bytes httpx's ``json=`` sends):
             # the goal is the service's rate, and encoding 10,000 orders with the stdlib took
             # the client ~0.1 s, a tenth of the 1 s a batch may take
-            body = _json_body({"orders": payload(big)})
-            cpu0 = cpu_seconds(server.pid)
-            t0 = time.perf_counter()
-            r = c.post("/v1/score", content=body, headers={"content-type": "application/json"})
-            r.raise_for_status()
-            results["batch_orders_per_s"] = BATCH / (time.perf_counter() - t0)
-            results["batch_cpu_s"] = cpu_seconds(server.pid) - cpu0
-            assert len(r.json()["decisions"]) == BATCH
+            runs = [
+                post_batch(c, batch_orders(done, b, new_orders=True), server.pid)
+                for b in range(FULL_BATCHES)
+            ]
+        rates = [BATCH / secs for secs, _ in runs]
+        results["batch_first_orders_per_s"] = rates[0]
+        results["batch_orders_per_s"] = float(np.median(rates))
+        results["batch_cpu_s"] = float(np.median([cpu for _, cpu in runs]))
+        print("10k batches, orders/s:", ", ".join(f"{r:.0f}" for r in rates), flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -399,11 +427,15 @@ def report(r: dict[str, float]) -> None:
         ("repairqc_cpu_ms_16", "server CPU per request, 16 connections"),
         ("mlflow_rps_16", "same heads, scores only"),
         ("mlflow_cpu_ms_16", "mlflow CPU per request (all its processes)"),
-        ("batch_orders_per_s", "goal >= 10,000, reasons included"),
-        ("batch_cpu_s", "server CPU seconds for the 10k batch"),
+        ("batch_first_orders_per_s", "a fresh server's first 10k batch"),
+        (
+            "batch_orders_per_s",
+            f"median of {FULL_BATCHES} batches; goal >= 10,000, reasons included",
+        ),
+        ("batch_cpu_s", "server CPU seconds per 10k batch (median)"),
     ):
         if name in r:
-            print(f"{name:>20}: {r[name]:10.1f}  {goal}")
+            print(f"{name:>24}: {r[name]:10.1f}  {goal}")
 
 
 if __name__ == "__main__":
