@@ -57,6 +57,7 @@ class ServiceState:
         self.cache = HistoryCache(
             self.store, settings.history_refresh_seconds, settings.history_merge_orders
         )
+        self.metrics.history_orders.set_function(self._history_orders)
         self._reload_lock = threading.Lock()
         model, identity = self._load()
         served, built = self._prepare(model, identity)
@@ -115,6 +116,11 @@ class ServiceState:
         reasoner = Reasoner(model, reference, min_reference=self.settings.reference_orders // 2)
         log.info("model ready", extra={"model": identity.tag, "reasons_mode": reasoner.mode})
         return ServedModel(model, identity, reasoner, numpy_heads), built
+
+    def _history_orders(self) -> float:
+        """Orders in the served history (``/metrics``; read without the lock: a dict's size)."""
+        current = self.cache.current
+        return 0.0 if current is None else float(len(current.ids))
 
     def _upgrade_reasons(self) -> None:
         """Switch exact reasons to binned ones once enough orders are stored (fresh store)."""

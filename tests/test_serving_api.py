@@ -57,6 +57,16 @@ def test_health_ready_and_metrics(service):
     text = client.get("/metrics").text
     assert "repairqc_scored_orders_total" in text
     assert "repairqc_request_seconds_bucket" in text
+    # the process's memory and collections, and the history's size (what a leak shows in)
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#") and "{" not in line.split(" ")[0]
+    }
+    assert values["process_resident_memory_bytes"] > 0
+    assert "python_gc_collections_total" in text
+    stored = client.app.state.service.cache.orders
+    assert values["repairqc_history_orders"] == len(stored) > 0
 
 
 def test_model_info(service):
