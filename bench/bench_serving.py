@@ -229,21 +229,27 @@ def batch_orders(done, b: int, new_orders: bool):
     return big
 
 
-def post_batch(c: httpx.Client, big, pid: int) -> tuple[float, float]:
+def post_batch(c: httpx.Client, big, pid: int) -> tuple[float, float, list[tuple[float, float]]]:
     """POST one batch (its body encoded first, after a pause for the last merge).
 
-    Returns (seconds, server CPU seconds).
+    Returns the seconds, the server's CPU seconds and, per server thread, its CPU and
+    run-queue wait seconds (busiest first), all measured over the request alone.
     """
     body = _json_body({"orders": payload(big)})
     time.sleep(5.0)  # the previous batch's history merge runs meanwhile
-    cpu0 = cpu_seconds(pid)
+    th0, cpu0 = thread_times(pid), cpu_seconds(pid)
     t0 = time.perf_counter()
     r = c.post("/v1/score", content=body, headers={"content-type": "application/json"})
     r.raise_for_status()
     secs = time.perf_counter() - t0
-    cpu = cpu_seconds(pid) - cpu0
+    cpu, th1 = cpu_seconds(pid) - cpu0, thread_times(pid)
     assert len(r.json()["decisions"]) == BATCH
-    return secs, cpu
+    zero = (0.0, 0.0, "")
+    busy = sorted(
+        ((v[0] - th0.get(k, zero)[0], v[1] - th0.get(k, zero)[1]) for k, v in th1.items()),
+        reverse=True,
+    )
+    return secs, cpu, busy
 
 
 def batch_only(batches: int, new_orders: bool = False) -> None:
@@ -257,18 +263,8 @@ def batch_only(batches: int, new_orders: bool = False) -> None:
             c.post("/v1/score", json={"orders": payload(history)}).raise_for_status()
             wait_binned(c, keys["quality"])
             for b in range(batches):
-                big = batch_orders(done, b, new_orders)
-                th0 = thread_times(server.pid)
-                secs, cpu = post_batch(c, big, server.pid)
-                th1 = thread_times(server.pid)
-                busy = sorted(
-                    (
-                        (v[0] - th0.get(k, (0.0, 0.0, ""))[0], v[1] - th0.get(k, (0.0, 0.0, ""))[1])
-                        for k, v in th1.items()
-                    ),
-                    reverse=True,
-                )[:3]
-                threads = ", ".join(f"{a:.2f}/{w:.2f}" for a, w in busy)
+                secs, cpu, busy = post_batch(c, batch_orders(done, b, new_orders), server.pid)
+                threads = ", ".join(f"{a:.2f}/{w:.2f}" for a, w in busy[:3])
                 print(
                     f"batch {b}: {BATCH / secs:7.0f} orders/s, {secs:.3f} s, server CPU "
                     f"{cpu:.2f} s; busiest threads CPU/run-queue wait s: {threads}; "
@@ -345,10 +341,10 @@ def main() -> None:
                 post_batch(c, batch_orders(done, b, new_orders=True), server.pid)
                 for b in range(FULL_BATCHES)
             ]
-        rates = [BATCH / secs for secs, _ in runs]
+        rates = [BATCH / secs for secs, _, _ in runs]
         results["batch_first_orders_per_s"] = rates[0]
         results["batch_orders_per_s"] = float(np.median(rates))
-        results["batch_cpu_s"] = float(np.median([cpu for _, cpu in runs]))
+        results["batch_cpu_s"] = float(np.median([cpu for _, cpu, _ in runs]))
         print("10k batches, orders/s:", ", ".join(f"{r:.0f}" for r in rates), flush=True)
     finally:
         server.terminate()
