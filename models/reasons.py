@@ -38,6 +38,13 @@ N_BINS = 16
 _SPARE = 3
 #: Decimals of a reason's contribution and value as shown.
 DIGITS = 4
+#: Features that describe the whole operation at the order's time, not the order: the recent
+#: company-wide rates, equal for every order of a day. They move scores with the drift, but
+#: they are no reason to inspect *this* order rather than another one of the same day, and as
+#: a reason they crowded out the order's own ones (the most frequent reason of a week's scores:
+#: 近期整体不满意率, on 44 % of the orders). An order's reasons leave them out; the report's
+#: global drivers (``pipelines.report_sections``) still show them.
+CONTEXT_FEATURES = frozenset({"global_rework_rate", "global_dissat_rate"})
 
 
 def _overdue(f: Mapping[str, Any]) -> str:
@@ -682,7 +689,7 @@ class Reasoner:
     def top(
         self, features: pd.DataFrame, k: int, matrix: np.ndarray | None = None
     ) -> list[list[dict[str, Any]]]:
-        """Up to ``k`` positive contributions per order, largest first.
+        """Up to ``k`` positive contributions per order, largest first (no ``CONTEXT_FEATURES``).
 
         ``matrix``: ``numeric_matrix(features, model.feature_names)`` when already computed.
         """
@@ -695,6 +702,9 @@ class Reasoner:
         else:
             X = features[names]
             contrib = sum(self.model.heads[h].contributions(X).to_numpy() for h in HEADS)
+        context = [j for j, name in enumerate(names) if name in CONTEXT_FEATURES]
+        if context:  # never a reason (``contrib`` is this call's own array)
+            contrib[:, context] = 0.0
         # a few spare candidates: features sharing a code (the SLA ratio and the overrun say the
         # same thing) are one reason, the first and largest of them
         order = np.argsort(-contrib, axis=1)[:, : k + _SPARE]

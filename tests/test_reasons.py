@@ -117,3 +117,32 @@ def test_round_like_python_equals_pythons_round_per_element():
     for v, g in zip(x.tolist(), got, strict=True):
         e = round(v, 4)
         assert (g != g and e != e) or (g == e and math.copysign(1, g) == math.copysign(1, e)), v
+
+
+def test_operation_wide_rates_are_never_an_orders_reason(tmp_path, features):
+    """The recent company-wide rates are the same for every order of a day: even when they
+    carry an order's largest contributions, its reasons are its own (the next largest)."""
+    from models.reasons import CONTEXT_FEATURES, Reasoner
+    from models.registry import load_risk_model
+    from tests.serving_fixtures import train_model_dir
+
+    path, _ = train_model_dir(tmp_path / "model")
+    model = load_risk_model(path)
+    names = list(model.feature_names)
+    context = [names.index(f) for f in CONTEXT_FEATURES if f in names]
+    assert context  # the model has them, so the test can fail
+    own = [j for j, f in enumerate(names) if f not in CONTEXT_FEATURES][:4]
+
+    class Lookup:  # contributions chosen here: the context rates largest, then four own ones
+        def lookup(self, M):
+            c = np.full(M.shape, -0.01)
+            c[:, context] = 5.0
+            c[:, own] = [0.4, 0.3, 0.2, 0.1]
+            return c
+
+    reasoner = Reasoner(model, None, 0)
+    reasoner.binned = Lookup()
+    rows = features.head(20)
+    for items in reasoner.top(rows, 3):
+        assert [r["feature"] for r in items] == [names[j] for j in own[:3]]
+        assert [r["contribution"] for r in items] == [0.4, 0.3, 0.2]

@@ -175,7 +175,7 @@ def test_vectorised_utc_times_equal_the_per_value_conversions():
 
 def _reference_top(reasoner, features: pd.DataFrame, k: int) -> list[list[dict]]:
     """Top reasons the straightforward way: a dict of every feature per order, numpy scalars."""
-    from models.reasons import _SPARE, numeric_matrix, reason_item
+    from models.reasons import _SPARE, CONTEXT_FEATURES, numeric_matrix, reason_item
 
     names = reasoner.model.feature_names
     if reasoner.binned is not None:
@@ -192,6 +192,8 @@ def _reference_top(reasoner, features: pd.DataFrame, k: int) -> list[list[dict]]
         for j in top:
             if contrib[i, j] <= 0 or len(items) == k:
                 break
+            if names[j] in CONTEXT_FEATURES:
+                continue
             item = reason_item(names[j], row, contrib[i, j])
             if item["code"] not in seen:
                 seen.add(item["code"])
