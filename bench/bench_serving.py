@@ -65,7 +65,8 @@ BATCH = 10_000
 MLFLOW_REQUESTS = 200
 #: 10k batches of the full run (the goal is their median, see above)
 FULL_BATCHES = 3
-#: ``--batch-only --new-orders``: the period batches are drawn from, and each batch's move.
+#: Next-period batches (the full run, ``--batch-only --new-orders``): the period they are drawn
+#: from, and each batch's move.
 _DAYS_100 = np.timedelta64(100, "D")
 _DAYS_110 = np.timedelta64(110, "D")
 
