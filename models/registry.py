@@ -176,6 +176,54 @@ def load_risk_model(model_dir: Path) -> RiskModel:
         return pickle.load(fh)
 
 
+#: The evaluated heads, fitted before the test slice, kept beside the shipped ones when those
+#: were fitted again up to the end of the data (``train.final_fit``): the scores of orders
+#: that the shipped heads learnt from are in-sample, the evaluated heads' are not.
+HOLDOUT = Path("evaluation") / "holdout_model.pkl"
+
+
+def save_holdout(model: RiskModel, model_dir: Path) -> Path:
+    """Pickle the evaluated heads into ``model_dir`` (:data:`HOLDOUT`)."""
+    path = Path(model_dir) / HOLDOUT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def labels_cutoff(model: RiskModel) -> pd.Timestamp | None:
+    """The moment the model's training labels were taken (None: not recorded).
+
+    An order completed from then on is out of sample: no label the heads learnt from could
+    describe it.
+    """
+    cut = (model.info.get("split") or {}).get("test_start")
+    return None if cut is None else pd.Timestamp(cut)
+
+
+def model_for_period(model_dir: Path, first: pd.Timestamp) -> tuple[RiskModel, str]:
+    """The heads whose scores of orders completed from ``first`` on are out of sample.
+
+    The shipped heads when ``first`` is at or after their labels' cut-off, else the evaluated
+    heads (:data:`HOLDOUT`) when those are out of sample there: scoring last quarter's orders
+    for a review, or an evaluation on the training data's own test slice, gets the scores a
+    model of that time would have given, not hindsight. Returns the model and which it is
+    (``shipped``, ``holdout`` or ``in-sample``: neither is out of sample; the shipped heads).
+    """
+    shipped = load_risk_model(model_dir)
+    cut = labels_cutoff(shipped)
+    if cut is None or first >= cut:
+        return shipped, "shipped"
+    path = Path(model_dir) / HOLDOUT
+    if path.exists():
+        with open(path, "rb") as fh:
+            holdout = pickle.load(fh)
+        hcut = labels_cutoff(holdout)
+        if hcut is not None and first >= hcut:
+            return holdout, "holdout"
+    return shipped, "in-sample"
+
+
 def frame_digest(frame: pd.DataFrame) -> str:
     """Content hash of a data frame (the dataset digest logged with each run)."""
     h = hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())

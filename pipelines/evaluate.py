@@ -145,11 +145,20 @@ def evaluate_files(
     params_path: str | Path = "params.yaml",
 ) -> dict[str, Any]:
     """DVC ``evaluate`` stage."""
-    from models.registry import load_risk_model
+    from models.registry import model_for_period
 
     block = section(params_path, "evaluate")
-    model = load_risk_model(model_dir)
     frame = pd.read_parquet(features)
+    first = frame.loc[frame["split"] == "test", "completed_at"].min()
+    model, which = model_for_period(model_dir, first)
+    if which == "in-sample":
+        raise ValueError(
+            f"{model_dir}: its heads learnt labels up to {model.info['split']['test_start']}, "
+            f"after the test slice's start {first}, and it keeps no evaluated heads from before "
+            "it: the metrics would be in-sample. Evaluate on a later test slice, or train with "
+            "train.final_fit: false"
+        )
+    log.info("evaluating the %s heads of %s", which, model_dir)
     test = scored_test_frame(
         model,
         frame,

@@ -219,6 +219,25 @@ def load_model(model_dir: Path | None) -> tuple[Any, str]:
     return model, ident.source
 
 
+def _out_of_sample(
+    model: Any, where: str, model_dir: Path, orders: pd.DataFrame, cur: np.ndarray, notes: list
+) -> tuple[Any, str]:
+    """The heads that had not learnt from the scored orders (the report's scores as given then).
+
+    See :func:`models.registry.model_for_period`; a note when no such heads are in the directory.
+    """
+    from models.registry import model_for_period
+    from serving.model_source import check_compatible
+
+    first = orders["completed_at"].iloc[cur].min()
+    chosen, which = model_for_period(model_dir, first)
+    if which == "holdout":
+        return check_compatible(chosen), f"{where} (evaluated heads, trained before the period)"
+    if which == "in-sample":
+        notes.append("模型训练数据覆盖了本期工单：风险分与实际结果的校准是样本内的，偏乐观。")
+    return model, where
+
+
 def contract_inputs(
     orders: pd.DataFrame,
     technicians: pd.DataFrame | None,
@@ -255,6 +274,9 @@ def contract_inputs(
     policy = load_policy(policy_path)
     secret, secret_kind = sampling_secret()
     cur, ref, window = _windows(orders, t0, t1, reference_months, score_from)
+    if model_dir is not None and len(cur):
+        model, where = _out_of_sample(model, where, Path(model_dir), orders, cur, inp.notes)
+        inp.model = model
     history = model.history(orders, technicians, units)
     feats, scores = _score(model, history, orders.iloc[cur])
     inp.features = feats

@@ -2,7 +2,9 @@
 
 All orders in the file serve as history, but each score only sees what was known at that
 order's completion (the feature builder's as-of rule), so outcome columns of the scored orders
-and orders reported after them cannot move their scores.
+and orders reported after them cannot move their scores. The heads are those that had not
+learnt from the scored orders (:func:`models.registry.model_for_period`): the shipped heads
+for orders completed after their training labels' cut-off, the evaluated heads before it.
 """
 
 from __future__ import annotations
@@ -40,9 +42,17 @@ def score_files(
     (:mod:`models.reasons`), ``text (code)`` joined by ``"; "``, e.g.
     ``同户90天内同类报修2次 (unit_repeat_90d); 上门超时3.5小时 (arrival_overdue)``.
     """
-    from models.registry import load_risk_model
+    from models.registry import model_for_period
 
-    model = load_risk_model(model_dir)
+    model, which = model_for_period(model_dir, start)
+    if which == "holdout":
+        log.info("scoring with the evaluated heads: the shipped ones learnt from these orders")
+    elif which == "in-sample":
+        log.warning(
+            "the model learnt labels up to %s, after --from %s: these scores are in-sample",
+            model.info["split"]["test_start"],
+            start,
+        )
     typed, techs, unit_tab = load_orders(orders, technicians, units)
     t = typed["completed_at"]
     mask = completed_mask(typed) & (t >= start)

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from models.estimators import fit_risk_model
+from models.estimators import final_training_frame, fit_risk_model
 from pipelines.evaluate import evaluate_scored, read_truth, scored_test_frame, write_evaluation
 from pipelines.features import (
     feature_config,
@@ -49,9 +49,18 @@ def train_files(
     instead of rebuilding it. ``sentiment_model`` is a ``repairqc sentiment`` model directory
     used for the text features and stored inside the risk model.
     """
-    from models.registry import frame_digest, input_example, log_run, save_model
+    from models.registry import (
+        frame_digest,
+        input_example,
+        labels_cutoff,
+        log_run,
+        save_holdout,
+        save_model,
+    )
 
-    steps = ["read", "features", "fit", "evaluate", "save"] + (["log"] if log_mlflow else [])
+    fcfg, tcfg = feature_config(params_path), train_config(params_path)
+    steps = ["read", "features", "fit", "evaluate"]
+    steps += (["final fit"] if tcfg.final_fit else []) + ["save"] + (["log"] if log_mlflow else [])
     bar = tqdm(total=len(steps), desc="train", unit="step", disable=not progress)
     t0 = time.perf_counter()
     bar.set_postfix_str("reading and validating")
@@ -61,13 +70,12 @@ def train_files(
     bar.set_postfix_str("as-of features")
     if features is not None and until is None:
         frame = pd.read_parquet(features)
-        bounds: dict[str, Any] = {}
+        bounds: dict[str, Any] = dict(frame.attrs.get("split") or {})
     else:
         frame, bounds = make_training_frame(typed, techs, unit_tab, params_path, until, scorer)
     t1 = time.perf_counter()
     bar.update()
     bar.set_postfix_str("fitting both heads")
-    fcfg, tcfg = feature_config(params_path), train_config(params_path)
     model = fit_risk_model(frame, fcfg, tcfg, text_scorer=scorer)
     t2 = time.perf_counter()
     bar.update()
@@ -75,18 +83,36 @@ def train_files(
     test = scored_test_frame(model, frame, read_truth(truth))
     metrics, plots, slices = evaluate_scored(test)
     bar.update()
+    shipped = model
+    tf = time.perf_counter()
+    if tcfg.final_fit:
+        # the evaluated heads stop learning at the test start; the shipped ones learn up to
+        # the end of the data (same procedure, so the evaluation's metrics describe them)
+        bar.set_postfix_str("fitting the shipped heads up to the end of the data")
+        final, _ = final_training_frame(frame, tcfg, fcfg.rework_window_days)
+        shipped = fit_risk_model(final, fcfg, tcfg, text_scorer=scorer)
+        del final
+        bar.update()
+    t3 = time.perf_counter()
     bar.set_postfix_str("saving the model")
-    save_model(model, model_dir, input_example(typed))
+    save_model(shipped, model_dir, input_example(typed))
     bar.update()
     write_evaluation(metrics, plots, slices, model_dir / "evaluation")
+    if shipped is not model:
+        save_holdout(model, model_dir)
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    cutoff = labels_cutoff(shipped)
     info = {
-        **model.info,
+        **shipped.info,
         **{k: str(v) for k, v in bounds.items()},
+        "trained_until": None if cutoff is None else str(cutoff),
         "orders": len(typed),
         "features_seconds": round(t1 - t0, 2),
         "fit_seconds": round(t2 - t1, 2),
     }
+    if shipped is not model:
+        info["evaluated_heads"] = model.info
+        info["final_fit_seconds"] = round(t3 - tf, 2)
     if log_mlflow:
         bar.set_postfix_str("logging to MLflow")
         params = {

@@ -58,7 +58,7 @@ def _dir_identity(model_dir: Path, name: str) -> ModelIdentity:
         version=f"dir-{digest}",
         source=str(model_dir),
         run_id=info.get("run_id"),
-        trained_until=info.get("test_start") or info.get("until"),
+        trained_until=info.get("trained_until") or info.get("test_start") or info.get("until"),
         metrics=metrics,
     )
 

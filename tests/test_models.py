@@ -352,3 +352,37 @@ def test_evaluation_reports_the_oracles_lift_and_the_models_share_of_it():
     test["rework__model"] = p_true
     metrics, _, _ = evaluate_scored(test)
     assert metrics["rework_lift_top10_share_oracle"] == pytest.approx(1.0)
+
+
+def test_final_frame_learns_up_to_the_end_and_not_beyond(data, tmp_path):
+    """The shipped heads' frame: every order before the end in fit/calib, labels as of the end."""
+    from models.estimators import final_training_frame
+
+    orders, techs, units, _ = data
+    until = orders["reported_at"].quantile(0.8)
+    frame, bounds = training_frame(orders, technicians=techs, units=units, config=FAST, until=until)
+    frame.to_parquet(tmp_path / "f.parquet")  # as the features stage hands it to train
+    again = pd.read_parquet(tmp_path / "f.parquet")
+    final, fb = final_training_frame(again, FAST, 30)
+    assert fb["test_start"] == bounds["end"] == until
+    assert (final.loc[final["completed_at"] < until, "split"] != "test").all()
+    for head in HEADS:  # more labelled rows than the evaluated heads had
+        n_eval = frame.loc[frame["split"] != "test", head].notna().sum()
+        assert final.loc[final["split"] != "test", head].notna().sum() > n_eval
+    # a rework label only once its window closed by the end, and exactly the data's label then
+    lab = label_orders(orders[orders["reported_at"] < until]).loc[final.index]
+    closed = final["completed_at"] + pd.Timedelta(days=30) <= until
+    assert final.loc[~closed, "rework"].isna().all()
+    truth_then = labels_as_of(lab.assign(completed_at=final["completed_at"]), until, 30)
+    pd.testing.assert_series_equal(
+        final.loc[closed, "rework"], truth_then.loc[closed, "rework"], check_names=False
+    )
+    known = final["dissatisfied"].notna()
+    assert (lab.loc[known, "dissatisfied_known_at"] <= until).all()
+    model = fit_risk_model(final, FeatureConfig(), FAST)
+    assert pd.Timestamp(model.info["split"]["test_start"]) == until
+    with pytest.raises(ValueError, match="label events"):
+        final_training_frame(frame.drop(columns=["_dissatisfied"]), FAST, 30)
+    frame.attrs.clear()
+    with pytest.raises(ValueError, match="rebuild it"):
+        final_training_frame(frame, FAST, 30)

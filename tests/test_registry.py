@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from models.estimators import HEADS, TrainConfig, fit_risk_model, training_frame
+from models.estimators import HEADS, RiskModel, TrainConfig, fit_risk_model, training_frame
 from models.features import FeatureConfig
 from models.registry import GateConfig, gate, input_example, save_model, score_contract_orders
 from tests.synth_orders import make_orders
@@ -126,6 +126,11 @@ def test_cli_train_score_register(data, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert metrics["rework_auc"] <= metrics["rework_oracle_auc"] + 0.02
+    # shipped heads learnt up to the end of the data; the evaluated ones are kept beside them
+    info = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert info["trained_until"] == info["end"] and info["test_start"] < info["end"]
+    assert info["rework_fit_rows"] > info["evaluated_heads"]["rework_fit_rows"]
+    assert (tmp_path / "model" / "evaluation" / "holdout_model.pkl").exists()
     r = CliRunner().invoke(
         app,
         [
@@ -250,3 +255,26 @@ def test_dvc_repro_whole_pipeline_from_a_fresh_copy(tmp_path):
     p = dvc("plots", "show", "-o", str(tmp_path / "plots"))
     assert p.returncode == 0 and (tmp_path / "plots" / "index.html").exists()
     assert "Calibration" in (tmp_path / "plots" / "index.html").read_text()
+
+
+def test_model_for_period_never_scores_orders_the_heads_learnt_from(tmp_path):
+    """Shipped heads from their cut-off on; before it the evaluated heads; else in-sample."""
+    import pickle
+
+    from models.registry import model_for_period, save_holdout
+
+    def model(test_start: str) -> RiskModel:
+        return RiskModel(FeatureConfig(), {}, [], {"split": {"test_start": test_start}})
+
+    d = tmp_path / "m"
+    (d / "artifacts").mkdir(parents=True)
+    with open(d / "artifacts" / "risk_model.pkl", "wb") as fh:
+        pickle.dump(model("2025-06-01 00:00:00+00:00"), fh)
+    ts = pd.Timestamp
+    assert model_for_period(d, ts("2025-06-01", tz="UTC"))[1] == "shipped"
+    assert model_for_period(d, ts("2025-03-01", tz="UTC"))[1] == "in-sample"
+    save_holdout(model("2025-02-01 00:00:00+00:00"), d)
+    m, which = model_for_period(d, ts("2025-03-01", tz="UTC"))
+    assert which == "holdout" and m.info["split"]["test_start"].startswith("2025-02-01")
+    assert model_for_period(d, ts("2025-01-01", tz="UTC"))[1] == "in-sample"
+    assert model_for_period(d, ts("2025-07-01", tz="UTC"))[1] == "shipped"
