@@ -157,7 +157,7 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    from models.estimators import HEADS, fit_risk_model, training_frame
+    from models.estimators import HEADS, final_training_frame, fit_risk_model, training_frame
     from models.features import build_history, completed_mask, features_for
     from models.registry import input_example, save_model
     from pipelines.evaluate import evaluate_scored, scored_test_frame
@@ -183,6 +183,12 @@ def main() -> None:
         ceiling = {}
         if args.feature_ceiling and truth is not None:
             ceiling = feature_ceiling(frame, truth, scored, tcfg, args.feature_ceiling)
+        if tcfg.final_fit:  # `repairqc train` fits the shipped heads again up to the data end
+            t0 = time.perf_counter()
+            final, _ = final_training_frame(frame, tcfg, fcfg.rework_window_days)
+            model = fit_risk_model(final, fcfg, tcfg)
+            del final
+            t["final_fit"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         save_model(model, tmp / "model", input_example(orders))
         t["save_model"] = time.perf_counter() - t0
