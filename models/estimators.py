@@ -274,10 +274,12 @@ class RiskHead:
         X_cal: pd.DataFrame,
         y_cal: np.ndarray,
         cal_time: pd.Series | None = None,
+        X_both: pd.DataFrame | None = None,
     ) -> RiskHead:
         """Fit the booster on ``X`` (early stopping on ``X_cal``), then the calibrator.
 
-        With ``refit``, the booster is then trained again on ``X`` and ``X_cal`` together.
+        With ``refit``, the booster is then trained again on ``X`` and ``X_cal`` together
+        (``X_both``: those rows stacked already, fit first, which spares a copy).
         """
         import lightgbm as lgb
 
@@ -318,7 +320,7 @@ class RiskHead:
         if self.config.refit:
             rounds = max(1, round(self.booster_.best_iteration * (len(X) + len(X_cal)) / len(X)))
             dall = lgb.Dataset(
-                pd.concat([X, X_cal]),
+                pd.concat([X, X_cal]) if X_both is None else X_both,
                 np.concatenate([y, y_cal]),
                 categorical_feature=cats,
             )
@@ -485,22 +487,31 @@ def fit_risk_model(
     info: dict[str, Any] = {"features": len(feats)}
     if "split" in frame.attrs:  # the labels' cut-off: scores before it are in-sample
         info["split"] = dict(frame.attrs["split"])
+    split = frame["split"].to_numpy()
+    cols = frame.columns.get_indexer(feats)
     for head in HEADS:
         hc = config.heads[head]
-        fit = frame[(frame["split"] == "fit") & frame[head].notna()]
-        cal = frame[(frame["split"] == "calib") & frame[head].notna()]
+        known = frame[head].notna().to_numpy()
+        fit_rows = np.flatnonzero((split == "fit") & known)
+        cal_rows = np.flatnonzero((split == "calib") & known)
+        # one copy of the feature columns, fit rows first: the slices below are views of it
+        # and the refit trains on it whole (at 1M orders each copy is ~0.8 GB)
+        both = frame.iloc[np.concatenate([fit_rows, cal_rows]), cols]
+        y = frame[head].to_numpy(dtype=float)
         h = RiskHead(hc, seed=config.seed, num_threads=config.num_threads)
         h.fit(
-            fit[feats],
-            fit[head].to_numpy(),
-            cal[feats],
-            cal[head].to_numpy(),
-            cal_time=cal["completed_at"] if "completed_at" in cal else None,
+            both.iloc[: len(fit_rows)],
+            y[fit_rows],
+            both.iloc[len(fit_rows) :],
+            y[cal_rows],
+            cal_time=frame["completed_at"].iloc[cal_rows] if "completed_at" in frame else None,
+            X_both=both,
         )
+        del both
         heads[head] = h
         info[f"{head}_best_iteration"] = int(h.booster_.best_iteration)
-        info[f"{head}_fit_rows"] = len(fit)
-        info[f"{head}_calib_rows"] = len(cal)
+        info[f"{head}_fit_rows"] = len(fit_rows)
+        info[f"{head}_calib_rows"] = len(cal_rows)
     return RiskModel(feature_config, heads, feats, info, text_scorer)
 
 

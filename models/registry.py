@@ -172,7 +172,11 @@ def load_risk_model(model_dir: Path) -> RiskModel:
     pkl = Path(model_dir) / "artifacts" / "risk_model.pkl"
     if not pkl.exists():
         raise FileNotFoundError(f"{model_dir}: not a repairqc model directory (no {pkl.name})")
-    with open(pkl, "rb") as fh:
+    return _unpickle(pkl)
+
+
+def _unpickle(path: Path) -> RiskModel:
+    with open(path, "rb") as fh:
         return pickle.load(fh)
 
 
@@ -216,8 +220,7 @@ def model_for_period(model_dir: Path, first: pd.Timestamp) -> tuple[RiskModel, s
         return shipped, "shipped"
     path = Path(model_dir) / HOLDOUT
     if path.exists():
-        with open(path, "rb") as fh:
-            holdout = pickle.load(fh)
+        holdout = _unpickle(path)
         hcut = labels_cutoff(holdout)
         if hcut is not None and first >= hcut:
             return holdout, "holdout"

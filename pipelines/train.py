@@ -82,6 +82,7 @@ def train_files(
     bar.set_postfix_str("evaluating on the test slice")
     test = scored_test_frame(model, frame, read_truth(truth))
     metrics, plots, slices = evaluate_scored(test)
+    del test  # the scored test slice is not needed any more (memory of the final fit)
     bar.update()
     shipped = model
     tf = time.perf_counter()
