@@ -1,8 +1,9 @@
 """Benchmark of the risk-model pipeline: time, peak memory and quality against the oracle.
 
 Generates a data set with the project's simulator (or reads one), then times each step of
-validate → features → train → evaluate → save, the per-order latency of scoring one completed
-order against a stored history (the API's path), and reports the goals:
+validate → features → train → evaluate → final fit (``train.final_fit``) → save, the
+per-order latency of scoring one completed order against a stored history (the API's path),
+and reports the goals:
 rework AUC ≥ 0.95 × oracle, dissatisfaction AUC ≥ 0.93 × oracle, never above the oracle,
 ECE ≤ 0.02, lift at the top 10 % ≥ 2.5.
 
