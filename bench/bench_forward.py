@@ -18,6 +18,7 @@ the data. The ratio ``shipped / evaluated`` of each ECE is printed too.
 Usage::
 
     nice python bench/bench_forward.py --rework-drift 2.0 --until 2025-06-01
+    nice python bench/bench_forward.py        # seed 7, no drift, the last scorable 91 days
     nice python bench/bench_forward.py --data data/raw --until 2025-09-01 --days 91
 
 Prints one JSON document (also written to ``--out`` when given).
@@ -40,12 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_pipeline import _data  # noqa: E402
 
-ORACLE = {"rework": "p_rework", "dissatisfied": "p_dissatisfied_if_labelled"}
-
 
 def _measure(scores: pd.DataFrame, labels: pd.DataFrame, truth: pd.DataFrame | None) -> dict:
     from models import metrics as M
     from models.estimators import HEADS
+    from pipelines.evaluate import ORACLE
 
     out = {}
     ids = scores["order_id"].astype(str).to_numpy(dtype=object)
@@ -61,8 +61,8 @@ def _measure(scores: pd.DataFrame, labels: pd.DataFrame, truth: pd.DataFrame | N
             "ece": round(M.ece(y, p), 4),
             "bias": round(float(p[known].mean() - y[known].mean()), 4),
         }
-        src = ORACLE[head] if head in ORACLE else None
-        if truth is not None and src in truth:
+        src = next((c for c in ORACLE[head] if truth is not None and c in truth), None)
+        if src is not None:
             o = truth[src].reindex(ids).to_numpy(dtype=float)
             r["oracle_auc"] = round(M.auc(y, o), 4)
             r["auc_ratio_oracle"] = round(r["auc"] / r["oracle_auc"], 4)
@@ -81,7 +81,11 @@ def main() -> None:
     p.add_argument("--rework-drift", type=float, default=0.0, help="rework log-odds drift")
     p.add_argument("--synthetic-drift", type=float, help="use the test generator with this drift")
     p.add_argument("--synthetic-orders", type=int, default=60000, help="size for --synthetic-drift")
-    p.add_argument("--until", required=True, help="training cut-off T (date, Asia/Shanghai)")
+    p.add_argument(
+        "--until",
+        help="training cut-off T (date, Asia/Shanghai); default: --days plus the rework window "
+        "before the last report, so the scored orders' labels are all known",
+    )
     p.add_argument("--days", type=float, default=91.0, help="score orders completed in T + days")
     p.add_argument("--params", default="params.yaml", help="features/label/train configuration")
     p.add_argument("--out", help="also write the JSON report here")
@@ -94,9 +98,13 @@ def main() -> None:
     from pipelines.features import feature_config, parse_time, train_config
 
     fcfg, tcfg = feature_config(args.params), train_config(args.params)
-    until = parse_time(args.until)
     with tempfile.TemporaryDirectory() as tmp_s:
         (orders, techs, units), truth, t = _data(args, Path(tmp_s))
+    if args.until:
+        until = parse_time(args.until)
+    else:
+        lag = pd.Timedelta(days=args.days + fcfg.rework_window_days)
+        until = (orders["reported_at"].max() - lag).tz_convert("Asia/Shanghai").floor("D")
     if truth is not None:
         truth = truth.drop_duplicates("order_id")
         truth.index = pd.Index(truth["order_id"].astype(str).to_numpy(dtype=object))
