@@ -39,7 +39,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_pipeline import _data  # noqa: E402
+from bench_pipeline import _data, add_data_arguments  # noqa: E402
 
 
 def _measure(scores: pd.DataFrame, labels: pd.DataFrame, truth: pd.DataFrame | None) -> dict:
@@ -74,13 +74,7 @@ def _measure(scores: pd.DataFrame, labels: pd.DataFrame, truth: pd.DataFrame | N
 def main() -> None:
     """Run the benchmark and print the JSON report."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--units", type=int, default=32000, help="homes to simulate (~3 orders each)")
-    p.add_argument("--months", type=int, default=24, help="months of history to simulate")
-    p.add_argument("--seed", type=int, default=7, help="generator seed (not the default data's)")
-    p.add_argument("--data", help="use this generated directory instead of simulating")
-    p.add_argument("--rework-drift", type=float, default=0.0, help="rework log-odds drift")
-    p.add_argument("--synthetic-drift", type=float, help="use the test generator with this drift")
-    p.add_argument("--synthetic-orders", type=int, default=60000, help="size for --synthetic-drift")
+    add_data_arguments(p)
     p.add_argument(
         "--until",
         help="training cut-off T (date, Asia/Shanghai); default: --days plus the rework window "

@@ -43,6 +43,22 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The options :func:`_data` reads (which data set a benchmark runs on)."""
+    p.add_argument("--units", type=int, default=32000, help="homes to simulate (~3 orders each)")
+    p.add_argument("--months", type=int, default=24, help="months of history to simulate")
+    p.add_argument("--seed", type=int, default=7, help="generator seed (not the default data's)")
+    p.add_argument("--data", help="use this generated directory instead of simulating")
+    p.add_argument(
+        "--rework-drift",
+        type=float,
+        default=0.0,
+        help="project generator: rework log-odds added by the end of the history",
+    )
+    p.add_argument("--synthetic-drift", type=float, help="use the test generator with this drift")
+    p.add_argument("--synthetic-orders", type=int, default=60000, help="size for --synthetic-drift")
+
+
 def _data(args: argparse.Namespace, tmp: Path) -> tuple[tuple, pd.DataFrame | None, dict]:
     """Typed (orders, technicians, units), ground truth, timings."""
     from pipelines.features import load_orders
@@ -135,18 +151,7 @@ def feature_ceiling(
 def main() -> None:
     """Run the benchmark and print the JSON report."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--units", type=int, default=32000, help="homes to simulate (~3 orders each)")
-    p.add_argument("--months", type=int, default=24, help="months of history to simulate")
-    p.add_argument("--seed", type=int, default=7, help="generator seed (not the default data's)")
-    p.add_argument("--data", help="use this generated directory instead of simulating")
-    p.add_argument(
-        "--rework-drift",
-        type=float,
-        default=0.0,
-        help="project generator: rework log-odds added by the end of the history",
-    )
-    p.add_argument("--synthetic-drift", type=float, help="use the test generator with this drift")
-    p.add_argument("--synthetic-orders", type=int, default=60000, help="size for --synthetic-drift")
+    add_data_arguments(p)
     p.add_argument("--out", help="also write the JSON report here")
     p.add_argument("--params", default="params.yaml", help="features/label/train configuration")
     p.add_argument(
