@@ -296,6 +296,76 @@ def test_recent_intercept_matches_the_newest_calibration_rate(trained):
     assert abs(p.mean() - newest["rework"].mean()) < 1e-6
 
 
+def test_weighted_intercept_recovers_the_level_from_partly_visible_positives():
+    """Orders that show only a share F of their eventual positives still give the right level."""
+    from models.estimators import _intercept
+
+    rng = np.random.default_rng(1)
+    eta = rng.normal(-2.0, 1.0, 40000)
+    share = rng.uniform(0.0, 1.0, len(eta))  # each order's exposure so far
+    eventual = rng.random(len(eta)) < 1 / (1 + np.exp(-(eta + 0.5)))
+    seen = (eventual & (rng.random(len(eta)) < share)).astype(float)
+    assert abs(_intercept(eta, seen, share) - 0.5) < 0.05
+    assert _intercept(eta, seen) < 0.0  # read as matured labels, the level is far too low
+
+
+def test_pending_rework_uses_only_what_the_cut_off_knew(trained):
+    from models.estimators import pending_rework
+
+    frame, _, _ = trained
+    cutoff = pd.Timestamp(frame.attrs["split"]["test_start"])
+    pend = pending_rework(frame, 30.0)
+    rows = frame.iloc[pend.rows]
+    assert len(rows) and (rows["split"] == "calib").all() and rows["rework"].isna().all()
+    assert (rows["completed_at"] >= cutoff - pd.Timedelta(days=30)).all()
+    # exposure grows with age and stays in [0, 1]; a known repeat is a partial positive
+    age = (cutoff - rows["completed_at"]).dt.total_seconds().to_numpy()
+    order = np.argsort(age)
+    assert np.all(np.diff(pend.exposure[order]) >= 0) and 0 <= pend.exposure.min() <= 1
+    assert pend.exposure.max() <= 1
+    assert np.array_equal(pend.partial, (rows["_rework_known_at"] <= cutoff).to_numpy(float))
+    # repeats reported after the cut-off, and the test slice's events, change nothing
+    moved = frame.copy()
+    later = (moved["_rework_known_at"] > cutoff).fillna(False)
+    moved.loc[later, "_rework_known_at"] = pd.NaT
+    test = (moved["split"] == "test").to_numpy()
+    moved.loc[test, "_rework_known_at"] = moved.loc[test, "completed_at"] + pd.Timedelta(days=1)
+    again = pending_rework(moved, 30.0)
+    assert np.array_equal(again.rows, pend.rows)
+    assert np.array_equal(again.exposure, pend.exposure)
+    assert np.array_equal(again.partial, pend.partial)
+
+
+def test_pending_orders_move_the_rework_intercept_to_the_newest_level(trained):
+    """A rework wave in the last weeks before the cut-off lifts the anchored level."""
+    frame, _, _ = trained
+    cfg = TrainConfig.from_dict(
+        {
+            "num_threads": 1,
+            "heads": {
+                "rework": {"num_boost_round": 80, "intercept_days": 30, "intercept_pending": True},
+                "dissatisfied": {"num_boost_round": 80},
+            },
+        }
+    )
+    base = fit_risk_model(frame, FeatureConfig(), cfg).heads["rework"].calibrator_[1]
+    cutoff = pd.Timestamp(frame.attrs["split"]["test_start"])
+    wave = frame.copy()
+    pend = (wave["split"] == "calib") & wave["rework"].isna()
+    pend &= wave["completed_at"] < cutoff - pd.Timedelta(hours=1)
+    hit = pend & (np.random.default_rng(0).random(len(wave)) < 0.3)
+    wave.loc[hit, "_rework_known_at"] = wave.loc[hit, "completed_at"] + pd.Timedelta(hours=1)
+    assert (wave.loc[hit, "_rework_known_at"] <= cutoff).all()
+    lifted = fit_risk_model(wave, FeatureConfig(), cfg).heads["rework"].calibrator_[1]
+    assert lifted > base + 0.3
+    with pytest.raises(ValueError, match="dissatisfied.intercept_pending"):
+        fit_risk_model(
+            frame,
+            FeatureConfig(),
+            TrainConfig.from_dict({"heads": {"dissatisfied": {"intercept_pending": True}}}),
+        )
+
+
 def test_evaluation_of_a_fully_censored_test_slice_is_nan_not_an_error():
     from pipelines.evaluate import evaluate_scored
 
