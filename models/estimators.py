@@ -332,8 +332,9 @@ class RiskHead:
         Z_cal = self._stack_inputs(X_cal)
         self._fit_calibrator(Z_cal, y_cal)
         days = self.config.intercept_days
+        self.level_: dict[str, Any] | None = None
         if days is not None and cal_time is not None and isinstance(self.calibrator_, tuple):
-            w_, _ = self.calibrator_
+            w_, b_slice = self.calibrator_
             eta, yy, ww = Z_cal @ w_, y_cal, np.ones(len(y_cal))
             t = pd.Series(cal_time).to_numpy()
             if pending is not None and len(pending.rows):
@@ -344,6 +345,17 @@ class RiskHead:
             recent = t >= t.max() - np.timedelta64(int(days * 86400), "s")
             if 0 < yy[recent].sum() < ww[recent].sum():
                 self.calibrator_ = (w_, _intercept(eta[recent], yy[recent], ww[recent]))
+                # what the level was anchored on, for training.json: a data scientist sees
+                # which recent rate the scores start from and how far it moved the slice's
+                self.level_ = {
+                    "from": str(pd.Timestamp(t[recent].min())),
+                    "orders": int(recent.sum()),
+                    "open_windows": int(recent[len(y_cal) :].sum()),
+                    "exposure": round(float(ww[recent].sum()), 1),
+                    "positives": int(yy[recent].sum()),
+                    "rate": round(float(yy[recent].sum() / ww[recent].sum()), 4),
+                    "intercept_shift": round(self.calibrator_[1] - b_slice, 4),
+                }
         if self.config.refit:
             rounds = max(1, round(self.booster_.best_iteration * (len(X) + len(X_cal)) / len(X)))
             dall = lgb.Dataset(
@@ -549,6 +561,8 @@ def fit_risk_model(
         info[f"{head}_best_iteration"] = int(h.booster_.best_iteration)
         info[f"{head}_fit_rows"] = len(fit_rows)
         info[f"{head}_calib_rows"] = len(cal_rows)
+        if getattr(h, "level_", None):
+            info[f"{head}_level"] = h.level_
     return RiskModel(feature_config, heads, feats, info, text_scorer)
 
 

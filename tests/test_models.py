@@ -348,7 +348,12 @@ def test_pending_orders_move_the_rework_intercept_to_the_newest_level(trained):
             },
         }
     )
-    base = fit_risk_model(frame, FeatureConfig(), cfg).heads["rework"].calibrator_[1]
+    model = fit_risk_model(frame, FeatureConfig(), cfg)
+    base = model.heads["rework"].calibrator_[1]
+    level = model.info["rework_level"]  # reported in training.json
+    assert level["open_windows"] > 0 and level["orders"] >= level["open_windows"]
+    assert 0 < level["exposure"] < level["orders"] and 0 < level["rate"] < 1
+    assert "dissatisfied_level" not in model.info  # no intercept_days: the whole slice's level
     cutoff = pd.Timestamp(frame.attrs["split"]["test_start"])
     wave = frame.copy()
     pend = (wave["split"] == "calib") & wave["rework"].isna()
