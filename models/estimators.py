@@ -354,7 +354,7 @@ class RiskHead:
                     "exposure": round(float(ww[recent].sum()), 1),
                     "positives": int(yy[recent].sum()),
                     "rate": round(float(yy[recent].sum() / ww[recent].sum()), 4),
-                    "intercept_shift": round(self.calibrator_[1] - b_slice, 4),
+                    "intercept_shift": round(float(self.calibrator_[1] - b_slice), 4),
                 }
         if self.config.refit:
             rounds = max(1, round(self.booster_.best_iteration * (len(X) + len(X_cal)) / len(X)))
