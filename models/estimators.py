@@ -613,7 +613,8 @@ def pending_rework(frame: pd.DataFrame, rework_window_days: float) -> PendingLab
     age = ((cutoff - done.iloc[rows]) / day).to_numpy(dtype=float)
     return PendingLabels(
         rows=rows,
-        exposure=np.searchsorted(delays, age, side="right") / max(len(delays), 1),
+        # +1: never 0, so a repeat reported sooner than any matured one stays possible
+        exposure=(np.searchsorted(delays, age, side="right") + 1) / (len(delays) + 1),
         partial=(known_at.iloc[rows] <= cutoff).fillna(False).to_numpy(dtype=float),
         completed_at=done.iloc[rows].to_numpy(),
     )

@@ -321,7 +321,7 @@ def test_pending_rework_uses_only_what_the_cut_off_knew(trained):
     # exposure grows with age and stays in [0, 1]; a known repeat is a partial positive
     age = (cutoff - rows["completed_at"]).dt.total_seconds().to_numpy()
     order = np.argsort(age)
-    assert np.all(np.diff(pend.exposure[order]) >= 0) and 0 <= pend.exposure.min() <= 1
+    assert np.all(np.diff(pend.exposure[order]) >= 0) and 0 < pend.exposure.min() <= 1
     assert pend.exposure.max() <= 1
     assert np.array_equal(pend.partial, (rows["_rework_known_at"] <= cutoff).to_numpy(float))
     # repeats reported after the cut-off, and the test slice's events, change nothing
