@@ -27,7 +27,6 @@ Prints one JSON document (also written to ``--out`` when given).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_pipeline import _data, add_data_arguments  # noqa: E402
+from bench_pipeline import _data, add_data_arguments, emit  # noqa: E402
 
 
 def _measure(scores: pd.DataFrame, labels: pd.DataFrame, truth: pd.DataFrame | None) -> dict:
@@ -145,10 +144,7 @@ def main() -> None:
         for h in ("rework", "dissatisfied")
     }
     report["seconds"] = {k: round(v, 2) for k, v in t.items()}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

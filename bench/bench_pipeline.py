@@ -148,6 +148,14 @@ def feature_ceiling(
     return out
 
 
+def emit(report: dict, out: str | None) -> None:
+    """Print the report as JSON, and write it to ``out`` when given (``--out``)."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+
+
 def main() -> None:
     """Run the benchmark and print the JSON report."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -237,10 +245,7 @@ def main() -> None:
         if head in ceiling:
             r["feature_ceiling"] = ceiling[head]
         report[head] = r
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
