@@ -537,6 +537,11 @@ def fit_risk_model(
                     f"train.heads.{head}.intercept_pending: only the rework head has "
                     "labels that stay open for a window"
                 )
+            if hc.intercept_days is None:
+                raise ValueError(
+                    "train.heads.rework.intercept_pending needs intercept_days: the window "
+                    "the open orders anchor"
+                )
             pending = pending_rework(frame, feature_config.rework_window_days)
             pending.X = frame.iloc[pending.rows, cols]
         known = frame[head].notna().to_numpy()

@@ -369,6 +369,12 @@ def test_pending_orders_move_the_rework_intercept_to_the_newest_level(trained):
             FeatureConfig(),
             TrainConfig.from_dict({"heads": {"dissatisfied": {"intercept_pending": True}}}),
         )
+    with pytest.raises(ValueError, match="intercept_pending needs intercept_days"):
+        fit_risk_model(
+            frame,
+            FeatureConfig(),
+            TrainConfig.from_dict({"heads": {"rework": {"intercept_pending": True}}}),
+        )
 
 
 def test_evaluation_of_a_fully_censored_test_slice_is_nan_not_an_error():
