@@ -567,7 +567,7 @@ def fit_risk_model(
         info[f"{head}_best_iteration"] = int(h.booster_.best_iteration)
         info[f"{head}_fit_rows"] = len(fit_rows)
         info[f"{head}_calib_rows"] = len(cal_rows)
-        if getattr(h, "level_", None):
+        if h.level_:  # set by every fit: None unless the level was anchored
             info[f"{head}_level"] = h.level_
     return RiskModel(feature_config, heads, feats, info, text_scorer)
 
