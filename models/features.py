@@ -493,6 +493,10 @@ class EventIndex:
         vals = {k: np.nan_to_num(np.asarray(v, dtype=float)[ok]) for k, v in (values or {}).items()}
         comp = (keys[ok] << _TIME_BITS) + np.clip(times[ok], 0, None).astype(np.int64)
         order = np.argsort(comp, kind="stable")
+        if vals and (np.diff(comp[order]) == 0).any():
+            # events of one key in the same second (exports rounded to the minute have many)
+            # go by their values: the running sums then do not depend on the export's row order
+            order = np.lexsort((*(vals[k] for k in sorted(vals, reverse=True)), comp))
         self.comp = comp[order]
         self.times = np.clip(times[ok][order], 0, None).astype(np.int64)
         self.cum = {k: np.concatenate([[0.0], np.cumsum(v[order])]) for k, v in vals.items()}
@@ -656,6 +660,16 @@ def _obj_index(values) -> pd.Index:
     Arrow-backed string indexes which convert on every ``get_indexer``.
     """
     return pd.Index(np.asarray(list(values), dtype=object), dtype=object)
+
+
+def _vocab(values) -> pd.Index:
+    """The distinct ids, sorted: codes that do not depend on the export's row order.
+
+    Event sums are running sums over events sorted by code, so codes in order of appearance
+    made the same history, exported in another row order, give features that differ in the
+    13th digit, and LightGBM then grew other trees from them.
+    """
+    return _obj_index(sorted(pd.unique(np.asarray(values, dtype=object)), key=str))
 
 
 def _tech_table(technicians: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -828,18 +842,16 @@ def build_history(
     cfg = config or FeatureConfig()
     lab = label_orders(orders[ORDERS.names], cfg.label_config())  # re-derived, never reused
     vocab = {
-        name: _obj_index(pd.unique(_str(orders[name])[orders[name].notna().to_numpy()]))
+        name: _vocab(_str(orders[name])[orders[name].notna().to_numpy()])
         for name in ("unit_id", "technician_id", "resident_id", "community_id")
     }
     techs = _tech_table(technicians)
     team_of_tech = None if techs is None or "team" not in techs else techs["team"]
-    vocab["team"] = (
-        _obj_index([]) if team_of_tech is None else _obj_index(team_of_tech.dropna().unique())
-    )
+    vocab["team"] = _vocab([] if team_of_tech is None else team_of_tech.dropna().to_numpy())
     unit_tab = _units_table(units)
     groups = _group_keys(orders, unit_tab)
     for g, keys in groups.items():
-        vocab[g] = _obj_index(pd.unique(keys[pd.notna(keys)]))
+        vocab[g] = _vocab(keys[pd.notna(keys)])
     a = history_arrays(
         orders,
         vocab,
