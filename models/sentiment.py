@@ -355,6 +355,11 @@ class CommentSentimentModel(ClassifierMixin, BaseEstimator):
             raise ValueError(f'C must be a positive number or "auto", got {self.C!r}')
         texts = _as_texts(X)
         labels = _as_labels(y, len(texts))
+        # the same comments in another row order fit the same model: the C search's shuffled
+        # folds and liblinear's coordinate order both follow the input order
+        canon = sorted(range(len(texts)), key=lambda i: (texts[i], int(labels[i])))
+        texts = [texts[i] for i in canon]
+        labels = labels[canon]
         # min_df cannot exceed what a tiny training set allows; fall back so that small
         # companies (a few dozen rated comments) still get a model.
         min_df = self.min_df if len(texts) >= 10 * self.min_df else 1

@@ -95,6 +95,21 @@ def test_fit_returns_self_and_learned_state_ends_in_underscore() -> None:
     assert m.n_train_ == len(TEXTS)
 
 
+def test_row_order_of_the_comments_does_not_change_the_model() -> None:
+    """Another export order of the same rated comments fits the same model (the C search's
+    folds and liblinear's coordinate order followed the input order)."""
+    rng = np.random.default_rng(0)
+    pos = [POS[i % 12] + POS[(i * 5) % 12][:4] for i in range(60)]
+    neg = [NEG[i % 12] + (POS[i % 12][:3] if rng.random() < 0.3 else "") for i in range(60)]
+    texts, labels = pos + neg, np.array([1] * 60 + [0] * 60)
+    perm = np.random.default_rng(1).permutation(len(texts))
+    one = CommentSentimentModel().fit(texts, labels)
+    two = CommentSentimentModel().fit([texts[i] for i in perm], labels[perm])
+    assert one.cv_accuracy_ == two.cv_accuracy_ and one.C_ == two.C_
+    probe = TEXTS + ["师傅来得慢但修好了", "又漏水了"]
+    np.testing.assert_array_equal(one.predict_proba(probe), two.predict_proba(probe))
+
+
 def test_unfitted_model_raises() -> None:
     with pytest.raises(NotFittedError):
         CommentSentimentModel().predict_proba(["好"])
