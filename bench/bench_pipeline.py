@@ -172,7 +172,7 @@ def main() -> None:
     args = p.parse_args()
 
     from models.estimators import HEADS, final_training_frame, fit_risk_model, training_frame
-    from models.features import build_history, completed_mask, features_for
+    from models.features import completed_mask, features_for
     from models.registry import input_example, save_model
     from pipelines.evaluate import evaluate_scored, scored_test_frame
     from pipelines.features import feature_config, train_config
@@ -209,7 +209,7 @@ def main() -> None:
 
         # API path: a stored history, one completed order at a time
         t0 = time.perf_counter()
-        hist = build_history(orders, technicians=techs, units=units, config=fcfg)
+        hist = model.history(orders, techs, units)  # with the model's description models
         t["build_history"] = time.perf_counter() - t0
         done = orders[completed_mask(orders).to_numpy()].tail(200)
         lat = []

@@ -35,6 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.description import (
+    DESCRIPTION_COLUMN,
+    DescriptionModelConfig,
+    description_feature,
+    feature_name,
+)
 from models.features import (
     CATEGORICAL_LEVELS,
     FeatureConfig,
@@ -87,6 +93,10 @@ class HeadConfig:
         After early stopping and calibration, refit the booster on fit + calibration rows with
         the chosen number of trees scaled to the larger sample (the calibrator is kept): the
         newest labelled orders then shape the trees too.
+    text_model
+        A character n-gram model of the description trained on this head's labels
+        (:mod:`models.description`), added as the feature ``desc_text_<head>`` that both heads
+        may use. ``null``: none.
     """
 
     lgbm: dict[str, Any] = field(
@@ -111,6 +121,7 @@ class HeadConfig:
     refit: bool = False
     intercept_days: float | None = None
     intercept_pending: bool = False
+    text_model: DescriptionModelConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +172,8 @@ class TrainConfig:
             hd = dict(heads_in.get(h, {}) or {})
             base = HeadConfig()
             lgbm = {**base.lgbm, **(hd.pop("lgbm", {}) or {})}
-            heads[h] = HeadConfig(lgbm=lgbm, **hd)
+            text = DescriptionModelConfig.from_dict(hd.pop("text_model", None))
+            heads[h] = HeadConfig(lgbm=lgbm, text_model=text, **hd)
         return cls(heads=heads, **d)
 
 
@@ -457,6 +469,22 @@ class RiskModel:
     #: The text scorer the features were built with (e.g. the comment sentiment model); kept
     #: with the heads so that scoring computes ``desc_sentiment`` the same way.
     text_scorer: TextScorer | None = None
+    #: The heads' description models (``desc_text_<head>`` -> scorer, :mod:`models.description`):
+    #: histories built by :meth:`history` compute their features for the orders scored.
+    text_models: dict[str, TextScorer] = field(default_factory=dict)
+
+    def with_text_features(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``features`` plus the description models' columns it lacks, from ``_description``.
+
+        A training frame carries the descriptions, not these columns (they learn from the
+        labels, so :func:`fit_risk_model` adds them); features from :meth:`history` have them.
+        """
+        todo = {n: m for n, m in getattr(self, "text_models", {}).items() if n not in features}
+        if not todo or DESCRIPTION_COLUMN not in features:
+            return features
+        texts = features[DESCRIPTION_COLUMN].astype(object)
+        texts = list(texts.where(texts.notna(), "").to_numpy())
+        return features.assign(**{n: m(texts) for n, m in todo.items()})
 
     def predict(self, features: pd.DataFrame, reasons: int = 0) -> pd.DataFrame:
         """Scores of precomputed features: ``order_id``, ``rework_risk``, ``dissatisfaction_prob``.
@@ -465,6 +493,7 @@ class RiskModel:
         dissatisfaction risk up most, in business language (``text (code)`` joined by ``"; "``,
         see :meth:`reasons`).
         """
+        features = self.with_text_features(features)
         missing = [c for c in self.feature_names if c not in features]
         if missing:
             raise ValueError(f"features missing: {missing[:5]}{'…' if len(missing) > 5 else ''}")
@@ -502,6 +531,7 @@ class RiskModel:
             units=units,
             config=self.feature_config,
             text_scorer=text_scorer if text_scorer is not None else self.text_scorer,
+            text_models=getattr(self, "text_models", {}),
         )
 
     def score_orders(
@@ -522,6 +552,15 @@ def fit_risk_model(
     Rows with a censored label (NaN) are left out of that head only. ``text_scorer`` must be
     the one the frame's features were built with; it is stored with the model.
     """
+    canon = canonical_order(frame)
+    text_models: dict[str, TextScorer] = {}
+    for head in HEADS:
+        tm = config.heads[head].text_model
+        if tm is not None:
+            values, scorer = description_feature(frame, head, tm, canon, config.seed)
+            if scorer is not None:  # too few labelled descriptions: no feature
+                frame = frame.assign(**{feature_name(head): values})
+                text_models[feature_name(head)] = scorer
     feats = feature_columns(frame)
     heads: dict[str, RiskHead] = {}
     info: dict[str, Any] = {"features": len(feats)}
@@ -529,7 +568,6 @@ def fit_risk_model(
         info["split"] = dict(frame.attrs["split"])
     split = frame["split"].to_numpy()
     cols = frame.columns.get_indexer(feats)
-    canon = canonical_order(frame)
     for head in HEADS:
         hc = config.heads[head]
         pending = None
@@ -570,7 +608,7 @@ def fit_risk_model(
         info[f"{head}_calib_rows"] = len(cal_rows)
         if h.level_:  # set by every fit: None unless the level was anchored
             info[f"{head}_level"] = h.level_
-    return RiskModel(feature_config, heads, feats, info, text_scorer)
+    return RiskModel(feature_config, heads, feats, info, text_scorer, text_models)
 
 
 def canonical_order(frame: pd.DataFrame) -> np.ndarray:
@@ -692,6 +730,7 @@ def training_frame(
     frame = features_for(history, scored)
     frame["completed_at"] = scored["completed_at"]
     frame["community_id"] = scored["community_id"].astype("string")
+    frame[DESCRIPTION_COLUMN] = scored["description"].astype("string")
     end = until if until is not None else data_end(orders)
     return assign_split_and_labels(
         frame, labelled.loc[frame.index], cfg, fcfg.rework_window_days, end

@@ -566,6 +566,9 @@ class History:
     start: float = float("nan")
     #: Per-id arrays of the side tables (built on first use, see :func:`_side_lookups`).
     side: _SideLookups | None = field(default=None, repr=False, compare=False)
+    #: Description models learnt from the training labels (``feature name -> scorer``,
+    #: :data:`DESCRIPTION_MODELS`), set by the fitted model: each adds its column.
+    text_models: dict[str, TextScorer] = field(default_factory=dict)
 
 
 @dataclass
@@ -827,6 +830,7 @@ def build_history(
     units: pd.DataFrame | None = None,
     config: FeatureConfig | None = None,
     text_scorer: TextScorer | None = None,
+    text_models: dict[str, TextScorer] | None = None,
 ) -> History:
     """Index a history of typed contract orders for as-of feature lookups.
 
@@ -872,7 +876,9 @@ def build_history(
     for g in groups:
         ev[f"{g}_first"] = EventIndex(*first_rows(a["unit"], t_rep, a[g]))
     ev["tech_oe"] = EventIndex(*tech_oe_rows(a, expected_reworks(ev, a, start, cfg), cfg))
-    return History(cfg, vocab, ev, techs, unit_tab, text_scorer, start)
+    return History(
+        cfg, vocab, ev, techs, unit_tab, text_scorer, start, text_models=dict(text_models or {})
+    )
 
 
 def history_arrays(
@@ -1244,6 +1250,8 @@ def feature_arrays(history: History, orders: pd.DataFrame) -> dict[str, np.ndarr
         f[f"cue_{name}"] = _contains_any(desc, getattr(cfg.cues, name))
     f["desc_sentiment"] = _score_texts(desc, history.text_scorer, cfg.cues)
     f["desc_severity"] = _contains_any(desc, cfg.cues.severe) - _contains_any(desc, cfg.cues.mild)
+    for name, model in history.text_models.items():
+        f[name] = _score_texts(desc, model, cfg.cues)
 
     # ---- global / category as-of rates (priors; follow drift) -------------------------------
     g_n, g_s = ev["global_rework"].query(zero, t_done, recent)

@@ -19,6 +19,7 @@ also what batch scoring uses (it has the time; the API has not).
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +141,18 @@ REASONS: dict[str, tuple[str, str, Callable[[Mapping[str, Any], Any], str]]] = {
         lambda f, v: "报事描述紧急" if v else "描述不紧急",
     ),
     "desc_sentiment": ("desc_sentiment", "报事描述情绪", _fmt("报事描述情绪得分{v:.2f}")),
+    # the heads' own reading of the description (models.description): its log-odds, shown as
+    # the probability the wording alone gives
+    "desc_text_dissatisfied": (
+        "desc_wording_dissatisfied",
+        "描述措辞的不满意概率",
+        lambda f, v: f"按报事描述措辞估计的不满意概率{_pct(1.0 / (1.0 + math.exp(-v)))}",
+    ),
+    "desc_text_rework": (
+        "desc_wording_rework",
+        "描述措辞的返修概率",
+        lambda f, v: f"按报事描述措辞估计的返修概率{_pct(1.0 / (1.0 + math.exp(-v)))}",
+    ),
     # the home
     "unit_cat_orders_30d": (
         "unit_repeat_30d",

@@ -197,7 +197,15 @@ class HistoryCache:
         complaints = {
             k: list(v) for k, v in _complaint_index(orders, cfg.followup_delay_hours).items()
         }
-        return IncrementalHistory(orders, techs, units, cfg, model.text_scorer, complaints)
+        return IncrementalHistory(
+            orders,
+            techs,
+            units,
+            cfg,
+            model.text_scorer,
+            complaints,
+            getattr(model, "text_models", {}),
+        )
 
     def install(self, inc: IncrementalHistory) -> None:
         """Make a built history the one requests use; catches up on orders appended since."""

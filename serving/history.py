@@ -684,11 +684,13 @@ class IncrementalHistory:
         config: FeatureConfig,
         text_scorer: TextScorer | None = None,
         complaints: dict[str, list[float]] | None = None,
+        text_models: dict[str, TextScorer] | None = None,
     ):
         self.config = config
         self.technicians = technicians
         self.units = units
         self.text_scorer = text_scorer
+        self.text_models = dict(text_models or {})
         self.window_ns = int(round(config.rework_window_days * 86400 * 10**9))
         self.follow_s = config.followup_delay_hours * 3600.0
         self._frames: list[pd.DataFrame] = [orders]
@@ -696,7 +698,12 @@ class IncrementalHistory:
         self.needs_rebuild = False
         self.appended = 0
         main = build_history(
-            orders, technicians=technicians, units=units, config=config, text_scorer=text_scorer
+            orders,
+            technicians=technicians,
+            units=units,
+            config=config,
+            text_scorer=text_scorer,
+            text_models=self.text_models,
         )
         self.main = main
         self.vocab = {k: GrowingVocab(v) for k, v in main.vocab.items() if k != "team"}
@@ -722,6 +729,7 @@ class IncrementalHistory:
             main.units,
             text_scorer,
             main.start,
+            text_models=self.text_models,
         )
         # per-order state: the arrays the events are made of, plus what labels are made of
         lab = label_orders(orders[ORDERS.names], config.label_config())
@@ -801,7 +809,13 @@ class IncrementalHistory:
         orders = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         complaints = {u: list(t) for u, t in self.complaints.items()}
         return IncrementalHistory(
-            orders, self.technicians, self.units, self.config, self.text_scorer, complaints
+            orders,
+            self.technicians,
+            self.units,
+            self.config,
+            self.text_scorer,
+            complaints,
+            self.text_models,
         )
 
     def _compact_frames(self) -> None:

@@ -14,7 +14,7 @@ from models.estimators import (
     time_split,
     training_frame,
 )
-from models.features import FeatureConfig, feature_columns
+from models.features import FeatureConfig, feature_columns, features_for
 from models.labels import label_orders
 from tests.synth_orders import make_orders
 from tests.test_leakage import scramble
@@ -510,3 +510,80 @@ def test_features_of_tied_timestamps_do_not_depend_on_row_order(data):
     pd.testing.assert_frame_equal(
         _by_id(one), _by_id(two)[one.columns.drop("order_id")], check_exact=True
     )
+
+
+TEXT = TrainConfig.from_dict(
+    {
+        "num_threads": 1,
+        "heads": {
+            "rework": {"num_boost_round": 80},
+            "dissatisfied": {
+                "num_boost_round": 80,
+                "text_model": {"min_df": 2, "folds": 3, "max_rows": 100_000},
+            },
+        },
+    }
+)
+
+
+def test_description_model_values_are_out_of_fold(data):
+    """Each training row's description value comes from a model that never saw its label.
+
+    Every description gets a unique trigram and the labels are coin flips: a model fitted on a
+    row's own label memorises its token (in-sample AUC near 1), an out-of-fold value cannot
+    beat chance; rows outside the training rows get the model of all of them.
+    """
+    from models.description import DescriptionModelConfig, description_feature
+    from models.estimators import canonical_order
+
+    orders, techs, units, _ = data
+    frame, _ = training_frame(orders, technicians=techs, units=units, config=TEXT)
+    rng = np.random.default_rng(5)
+    frame = frame.assign(
+        # three random ideographs: a trigram no other description has
+        _description=[
+            d + "".join(chr(0x4E00 + int(c)) for c in rng.integers(0, 3000, 3))
+            for d in frame["_description"]
+        ],
+        dissatisfied=np.where(frame["dissatisfied"].notna(), rng.random(len(frame)) < 0.3, np.nan),
+    )
+    cfg = DescriptionModelConfig(C=100.0, min_df=1, folds=3)
+    values, scorer = description_feature(frame, "dissatisfied", cfg, canonical_order(frame), 0)
+    fit = (frame["split"] == "fit").to_numpy() & frame["dissatisfied"].notna().to_numpy()
+    y = frame["dissatisfied"].to_numpy(dtype=float)
+    assert abs(M.auc(y[fit], values[fit]) - 0.5) < 0.05
+    own = scorer(list(frame["_description"][fit]))
+    assert M.auc(y[fit], own) > 0.95  # what an in-sample value would have leaked
+    rest = ~fit
+    np.testing.assert_allclose(values[rest], scorer(list(frame["_description"][rest])))
+
+
+def test_description_model_travels_with_the_model_and_scores_like_training(data):
+    """The feature the heads learnt from is the one scoring computes: a history built by the
+    model gives the test orders the values the training frame's descriptions give."""
+    from models.description import feature_name
+
+    orders, techs, units, _ = data
+    frame, _ = training_frame(orders, technicians=techs, units=units, config=TEXT)
+    model = fit_risk_model(frame, FeatureConfig(), TEXT)
+    name = feature_name("dissatisfied")
+    assert name in model.feature_names and set(model.text_models) == {name}
+    assert feature_name("rework") not in model.feature_names
+    from models.reasons import REASONS, reason_item
+
+    assert {feature_name(h) for h in HEADS} <= set(REASONS)
+    assert reason_item(name, {name: -1.0}, 0.3)["text"] == "按报事描述措辞估计的不满意概率27%"
+    test = frame[frame["split"] == "test"]
+    from_frame = model.with_text_features(test)[name].to_numpy()
+    done = orders.set_index("order_id").loc[test["order_id"]].reset_index()
+    scored = features_for(model.history(orders, techs, units), done)
+    np.testing.assert_allclose(scored[name].to_numpy(), from_frame, rtol=1e-9)
+    np.testing.assert_allclose(
+        model.predict(scored)["dissatisfaction_prob"].to_numpy(),
+        model.predict(test)["dissatisfaction_prob"].to_numpy(),
+        rtol=1e-9,
+    )
+    with pytest.raises(ValueError, match="unknown text_model parameters"):
+        TrainConfig.from_dict({"heads": {"dissatisfied": {"text_model": {"folds": 3, "C_": 1}}}})
+    with pytest.raises(ValueError, match="rebuild it"):
+        fit_risk_model(frame.drop(columns="_description"), FeatureConfig(), TEXT)

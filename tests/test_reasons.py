@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.features import build_features, feature_columns
+from models.features import build_features, completed_mask, feature_columns, features_for
 from models.reasons import FEATURE_NAMES_ZH, REASONS, reason_item
 from tests.synth_orders import make_orders
 
@@ -63,14 +63,20 @@ def test_overdue_arrival_is_worded_with_its_overrun():
     }
 
 
-def test_top_reasons_name_each_code_once(tmp_path, features):
+def _scored_by(model) -> pd.DataFrame:
+    """The fixture's orders featurised by the model's own history (its description models)."""
+    orders, techs, units, _ = make_orders(n=1500, seed=3)
+    return features_for(model.history(orders, techs, units), orders[completed_mask(orders)])
+
+
+def test_top_reasons_name_each_code_once(tmp_path):
     from models.reasons import Reasoner
     from models.registry import load_risk_model
     from tests.serving_fixtures import train_model_dir
 
     path, _ = train_model_dir(tmp_path / "model")
     model = load_risk_model(path)
-    ranked = Reasoner(model, None, 0).top(features.head(300), 5)
+    ranked = Reasoner(model, None, 0).top(_scored_by(model).head(300), 5)
     assert any(ranked)
     for items in ranked:
         codes = [r["code"] for r in items]
@@ -119,7 +125,7 @@ def test_round_like_python_equals_pythons_round_per_element():
         assert (g != g and e != e) or (g == e and math.copysign(1, g) == math.copysign(1, e)), v
 
 
-def test_operation_wide_rates_are_never_an_orders_reason(tmp_path, features):
+def test_operation_wide_rates_are_never_an_orders_reason(tmp_path):
     """The recent company-wide rates are the same for every order of a day: even when they
     carry an order's largest contributions, its reasons are its own (the next largest)."""
     from models.reasons import CONTEXT_FEATURES, Reasoner
@@ -142,7 +148,7 @@ def test_operation_wide_rates_are_never_an_orders_reason(tmp_path, features):
 
     reasoner = Reasoner(model, None, 0)
     reasoner.binned = Lookup()
-    rows = features.head(20)
+    rows = _scored_by(model).head(20)
     for items in reasoner.top(rows, 3):
         assert [r["feature"] for r in items] == [names[j] for j in own[:3]]
         assert [r["contribution"] for r in items] == [0.4, 0.3, 0.2]

@@ -328,6 +328,7 @@ def test_scored_orders_are_history_at_once_and_survive_a_background_rebuild(serv
         technicians=state.store.side_frame("technicians"),
         units=state.store.side_frame("units"),
         config=state.scorer.served.model.feature_config,
+        text_models=state.scorer.served.model.text_models,
     )
     pd.testing.assert_frame_equal(
         features_for(cache.history, probe),

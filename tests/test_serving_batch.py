@@ -208,7 +208,7 @@ def test_top_reasons_equal_the_per_order_dict_reference(tmp_path):
     import orjson
 
     from models.estimators import HEADS
-    from models.features import build_features
+    from models.features import completed_mask, features_for
     from models.reasons import Reasoner
     from models.registry import load_risk_model
     from tests.serving_fixtures import train_model_dir
@@ -217,7 +217,8 @@ def test_top_reasons_equal_the_per_order_dict_reference(tmp_path):
     path, _ = train_model_dir(tmp_path / "model")
     model = load_risk_model(path)
     orders, techs, units, _ = make_orders(n=1500, seed=3)
-    features = build_features(orders, technicians=techs, units=units).head(800)
+    done = orders[completed_mask(orders)]
+    features = features_for(model.history(orders, techs, units), done).head(800)
     assert features[model.feature_names].isna().any().any()
     for reference in (features.head(400), None):
         reasoner = Reasoner(model, reference, 100)
