@@ -35,6 +35,12 @@ import pandas as pd
 DESCRIPTION_COLUMN = "_description"
 
 
+def description_texts(column: pd.Series) -> np.ndarray:
+    """A frame's descriptions as an object array of ``str`` (``""`` where missing)."""
+    s = column.astype(object)
+    return s.where(s.notna(), "").to_numpy(dtype=object)
+
+
 def feature_name(head: str) -> str:
     """The feature column of ``head``'s description model."""
     return f"desc_text_{head}"
@@ -136,11 +142,12 @@ def description_feature(
             f"train.heads.{head}.text_model needs the descriptions in the training frame: "
             "rebuild it (`repairqc features`) with this version"
         )
-    texts = frame[DESCRIPTION_COLUMN].astype(object).where(frame[DESCRIPTION_COLUMN].notna(), "")
-    texts = np.asarray(texts.to_numpy(dtype=object), dtype=object)
+    from models.sentiment import blank_mask
+
+    texts = description_texts(frame[DESCRIPTION_COLUMN])
     y = frame[head].to_numpy(dtype=float)
     split = frame["split"].to_numpy()
-    usable = (split == "fit") & ~np.isnan(y) & np.array([bool(str(t).strip()) for t in texts])
+    usable = (split == "fit") & ~np.isnan(y) & ~blank_mask(texts)
     rows = order[usable[order]][-cfg.max_rows :]
     values = np.full(len(frame), np.nan)
     if len(rows) < 2 * cfg.folds or len(np.unique(y[rows])) < 2:

@@ -39,6 +39,7 @@ from models.description import (
     DESCRIPTION_COLUMN,
     DescriptionModelConfig,
     description_feature,
+    description_texts,
     feature_name,
 )
 from models.features import (
@@ -483,8 +484,7 @@ class RiskModel:
         todo = {n: m for n, m in getattr(self, "text_models", {}).items() if n not in features}
         if not todo or DESCRIPTION_COLUMN not in features:
             return features
-        texts = features[DESCRIPTION_COLUMN].astype(object)
-        texts = list(texts.where(texts.notna(), "").to_numpy())
+        texts = list(description_texts(features[DESCRIPTION_COLUMN]))
         return features.assign(**{n: m(texts) for n, m in todo.items()})
 
     def predict(self, features: pd.DataFrame, reasons: int = 0) -> pd.DataFrame:

@@ -567,7 +567,7 @@ class History:
     #: Per-id arrays of the side tables (built on first use, see :func:`_side_lookups`).
     side: _SideLookups | None = field(default=None, repr=False, compare=False)
     #: Description models learnt from the training labels (``feature name -> scorer``,
-    #: :data:`DESCRIPTION_MODELS`), set by the fitted model: each adds its column.
+    #: :mod:`models.description`), set by the fitted model: each adds its column.
     text_models: dict[str, TextScorer] = field(default_factory=dict)
 
 
