@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,10 +89,13 @@ class LogisticBaseline:
         self.categorical_ = {c: CATEGORICAL_LEVELS[c] for c in X.columns if c in CATEGORICAL_LEVELS}
         self.numeric_ = [c for c in X.columns if c not in self.categorical_]
         raw = X[self.numeric_].to_numpy(dtype=float, na_value=np.nan)
-        # column by column: np.nanmedian of the whole matrix copies it
-        self.medians_ = np.nan_to_num(
-            np.array([np.nanmedian(raw[:, j]) for j in range(raw.shape[1])], dtype=float)
-        )
+        # column by column: np.nanmedian of the whole matrix copies it. A column with no value
+        # yet (last year's rate in a first year) has median 0 and only its missing flag speaks;
+        # numpy's "All-NaN slice" warning about it is expected, not news
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians = [np.nanmedian(raw[:, j]) for j in range(raw.shape[1])]
+        self.medians_ = np.nan_to_num(np.array(medians, dtype=float))
         del raw
         t, _ = self._numeric(X)
         self.means_ = t.mean(axis=0)
