@@ -475,13 +475,18 @@ class RiskModel:
     #: histories built by :meth:`history` compute their features for the orders scored.
     text_models: dict[str, TextScorer] = field(default_factory=dict)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle; models saved before the description models had none (registry versions)."""
+        state.setdefault("text_models", {})
+        self.__dict__.update(state)
+
     def with_text_features(self, features: pd.DataFrame) -> pd.DataFrame:
         """``features`` plus the description models' columns it lacks, from ``_description``.
 
         A training frame carries the descriptions, not these columns (they learn from the
         labels, so :func:`fit_risk_model` adds them); features from :meth:`history` have them.
         """
-        todo = {n: m for n, m in getattr(self, "text_models", {}).items() if n not in features}
+        todo = {n: m for n, m in self.text_models.items() if n not in features}
         if not todo or DESCRIPTION_COLUMN not in features:
             return features
         texts = list(description_texts(features[DESCRIPTION_COLUMN]))
@@ -532,7 +537,7 @@ class RiskModel:
             units=units,
             config=self.feature_config,
             text_scorer=text_scorer if text_scorer is not None else self.text_scorer,
-            text_models=getattr(self, "text_models", {}),
+            text_models=self.text_models,
         )
 
     def score_orders(

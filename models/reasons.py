@@ -67,6 +67,11 @@ def _times(v: Any) -> str:
     return f"{float(v):.1f}倍"
 
 
+def _wording(outcome: str) -> Callable[[Mapping[str, Any], Any], str]:
+    """A description model's log-odds, read as the probability the wording alone gives."""
+    return lambda _f, v: f"按报事描述措辞估计的{outcome}概率{_pct(1.0 / (1.0 + math.exp(-v)))}"
+
+
 _WEEKDAYS = "一二三四五六日"
 
 #: feature -> (reason code, Chinese name, wording from (feature row, value)). One declaration for
@@ -146,13 +151,9 @@ REASONS: dict[str, tuple[str, str, Callable[[Mapping[str, Any], Any], str]]] = {
     "desc_text_dissatisfied": (
         "desc_wording_dissatisfied",
         "描述措辞的不满意概率",
-        lambda f, v: f"按报事描述措辞估计的不满意概率{_pct(1.0 / (1.0 + math.exp(-v)))}",
+        _wording("不满意"),
     ),
-    "desc_text_rework": (
-        "desc_wording_rework",
-        "描述措辞的返修概率",
-        lambda f, v: f"按报事描述措辞估计的返修概率{_pct(1.0 / (1.0 + math.exp(-v)))}",
-    ),
+    "desc_text_rework": ("desc_wording_rework", "描述措辞的返修概率", _wording("返修")),
     # the home
     "unit_cat_orders_30d": (
         "unit_repeat_30d",

@@ -204,7 +204,7 @@ class HistoryCache:
             cfg,
             model.text_scorer,
             complaints,
-            getattr(model, "text_models", {}),
+            model.text_models,
         )
 
     def install(self, inc: IncrementalHistory) -> None:

@@ -587,3 +587,16 @@ def test_description_model_travels_with_the_model_and_scores_like_training(data)
         TrainConfig.from_dict({"heads": {"dissatisfied": {"text_model": {"folds": 3, "C_": 1}}}})
     with pytest.raises(ValueError, match="rebuild it"):
         fit_risk_model(frame.drop(columns="_description"), FeatureConfig(), TEXT)
+
+
+def test_models_pickled_before_description_models_load_with_none(trained):
+    """Registry versions saved before ``text_models`` existed unpickle with an empty dict."""
+    import pickle
+
+    _, _, model = trained
+    state = dict(model.__dict__)
+    del state["text_models"]
+    old = object.__new__(type(model))
+    old.__setstate__(state)
+    again = pickle.loads(pickle.dumps(old))
+    assert again.text_models == {} and again.feature_names == model.feature_names
