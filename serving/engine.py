@@ -204,7 +204,7 @@ class HistoryCache:
             cfg,
             model.text_scorer,
             complaints,
-            model.text_models,
+            getattr(model, "text_models", {}),  # a duck-typed model may have none
         )
 
     def install(self, inc: IncrementalHistory) -> None:
