@@ -92,8 +92,20 @@ class HeadConfig:
         .010 (worst .023).
     refit
         After early stopping and calibration, refit the booster on fit + calibration rows with
-        the chosen number of trees scaled to the larger sample (the calibrator is kept): the
-        newest labelled orders then shape the trees too.
+        the chosen number of trees scaled to the larger sample (the calibrator's slopes are
+        kept): the newest labelled orders then shape the trees too. With ``intercept_days`` the
+        level is anchored on the refitted booster's outputs: its trees have learnt the newest
+        level already, and anchoring the first booster's outputs added that shift a second
+        time (on an independently written simulation with a 2.0 log-odds upward drift, a
+        September cut-off's next three months were over-predicted by .042, .025 after).
+    season_days
+        With ``intercept_days``: move the anchored level by how it moved one year earlier from
+        the same ``intercept_days`` to the following ``season_days`` (:func:`seasonal_shift`),
+        so scores made in the months after the cut-off do not carry the anchor window's
+        season (a summer level into autumn). The move is measured as the residual level of the
+        model that ships against the matured labels of a year ago, so what the features
+        already follow (the category mix, the current fault intensity) is not counted twice.
+        ``null``, or less than a year of labels before the anchor window: no move.
     text_model
         A character n-gram model of the description trained on this head's labels
         (:mod:`models.description`), added as the feature ``desc_text_<head>`` that both heads
@@ -122,6 +134,7 @@ class HeadConfig:
     refit: bool = False
     intercept_days: float | None = None
     intercept_pending: bool = False
+    season_days: float | None = None
     text_model: DescriptionModelConfig | None = None
 
 
@@ -278,6 +291,52 @@ def _intercept(eta: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None)
     return b
 
 
+_YEAR = np.timedelta64(365 * 86400, "s")
+
+
+def _span(days: float) -> np.timedelta64:
+    return np.timedelta64(int(days * 86400), "s")
+
+
+def seasonal_shift(
+    eta: np.ndarray,
+    y: np.ndarray,
+    t: np.ndarray,
+    end: np.datetime64,
+    days: float,
+    horizon: float,
+    history_start: np.datetime64 | None = None,
+) -> tuple[float, dict[str, Any]] | None:
+    """How the residual level moved a year before ``end``: ``days`` before to ``horizon`` after.
+
+    ``eta``: the shipped model's log-odds of matured labelled orders ``y`` completed at ``t``.
+    The residual level of a window is the intercept that makes its expected positives match the
+    observed (:func:`_intercept`); the shift is that of the window ``[end - 1y, end - 1y +
+    horizon)`` minus that of ``[end - 1y - days, end - 1y)``: a seasonal-naive forecast of the
+    level, which also carries a steady trend (last year's months moved with it too). The trees
+    learnt those orders, so part of last year's seasonal residual is fitted away and the shift
+    errs towards zero. ``None`` when the history (from ``history_start``, default ``t.min()``)
+    does not cover the year-ago anchor window, or a window lacks orders of both classes.
+    """
+    start = end - _YEAR
+    anchor = (t >= start - _span(days)) & (t < start)
+    ahead = (t >= start) & (t < start + _span(horizon))
+    if (t.min() if history_start is None else history_start) > start - _span(
+        days
+    ):  # the anchor window's year-ago twin is not all in the data
+        return None
+    for w in (anchor, ahead):
+        if not 0 < y[w].sum() < w.sum():
+            return None
+    shift = _intercept(eta[ahead], y[ahead]) - _intercept(eta[anchor], y[anchor])
+    info = {
+        "season_from": str(pd.Timestamp(start - _span(days))),
+        "season_orders": int(anchor.sum() + ahead.sum()),
+        "season_shift": round(float(shift), 4),
+    }
+    return float(shift), info
+
+
 class RiskHead:
     """A LightGBM binary classifier with a calibrator fitted on a later slice.
 
@@ -309,13 +368,14 @@ class RiskHead:
         cal_time: pd.Series | None = None,
         X_both: pd.DataFrame | None = None,
         pending: PendingLabels | None = None,
+        fit_time: pd.Series | None = None,
     ) -> RiskHead:
         """Fit the booster on ``X`` (early stopping on ``X_cal``), then the calibrator.
 
         With ``refit``, the booster is then trained again on ``X`` and ``X_cal`` together
         (``X_both``: those rows stacked already, fit first, which spares a copy).
         ``pending``: the orders whose label was still open at the cut-off, for the intercept
-        (``intercept_pending``).
+        (``intercept_pending``). ``fit_time``: the fit rows' completion times (``season_days``).
         """
         import lightgbm as lgb
 
@@ -346,10 +406,24 @@ class RiskHead:
             self.linear_ = LogisticBaseline(C=self.config.linear_C).fit(X, y)
         Z_cal = self._stack_inputs(X_cal)
         self._fit_calibrator(Z_cal, y_cal)
+        if self.config.refit:
+            rounds = max(1, round(self.booster_.best_iteration * (len(X) + len(X_cal)) / len(X)))
+            dall = lgb.Dataset(
+                pd.concat([X, X_cal]) if X_both is None else X_both,
+                np.concatenate([y, y_cal]),
+                categorical_feature=cats,
+            )
+            self.booster_ = lgb.train(self._params(), dall, num_boost_round=rounds)
+            self.booster_.best_iteration = rounds
         days = self.config.intercept_days
         self.level_: dict[str, Any] | None = None
         if days is not None and cal_time is not None and isinstance(self.calibrator_, tuple):
             w_, b_slice = self.calibrator_
+            # the stacked log-odds of the booster that ships: after a refit its trees have
+            # learnt the calibration orders' level already, so anchoring the old booster's
+            # outputs would add that shift twice
+            if self.config.refit:
+                Z_cal = self._stack_inputs(X_cal)
             eta, yy, ww = Z_cal @ w_, y_cal, np.ones(len(y_cal))
             t = pd.Series(cal_time).to_numpy()
             if pending is not None and len(pending.rows):
@@ -371,16 +445,40 @@ class RiskHead:
                     "rate": round(float(yy[recent].sum() / ww[recent].sum()), 4),
                     "intercept_shift": round(float(self.calibrator_[1] - b_slice), 4),
                 }
-        if self.config.refit:
-            rounds = max(1, round(self.booster_.best_iteration * (len(X) + len(X_cal)) / len(X)))
-            dall = lgb.Dataset(
-                pd.concat([X, X_cal]) if X_both is None else X_both,
-                np.concatenate([y, y_cal]),
-                categorical_feature=cats,
-            )
-            self.booster_ = lgb.train(self._params(), dall, num_boost_round=rounds)
-            self.booster_.best_iteration = rounds
+                if self.config.season_days is not None and fit_time is not None:
+                    self._move_by_season(X, y, X_cal, y_cal, fit_time, cal_time, t.max())
         return self
+
+    def _move_by_season(
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        X_cal: pd.DataFrame,
+        y_cal: np.ndarray,
+        fit_time: pd.Series,
+        cal_time: pd.Series,
+        end: np.datetime64,
+    ) -> None:
+        """Add :func:`seasonal_shift` of the matured fit and calibration labels to the level."""
+        t = np.concatenate([pd.Series(fit_time).to_numpy(), pd.Series(cal_time).to_numpy()])
+        y_all = np.concatenate([y, y_cal])
+        days, horizon = float(self.config.intercept_days), float(self.config.season_days)
+        near = np.flatnonzero((t >= end - _YEAR - _span(days)) & (t < end - _YEAR + _span(horizon)))
+        n_fit = len(y)
+        parts = [X.iloc[near[near < n_fit]], X_cal.iloc[near[near >= n_fit] - n_fit]]
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            self.level_["season_shift"] = None
+            return
+        w_, b = self.calibrator_
+        eta = np.concatenate([self._stack_inputs(p) @ w_ for p in parts]) + b
+        moved = seasonal_shift(eta, y_all[near], t[near], end, days, horizon, t.min())
+        if moved is None:  # less than a year of labels before the anchor
+            self.level_["season_shift"] = None
+            return
+        shift, info = moved
+        self.calibrator_ = (w_, b + shift)
+        self.level_.update(info)
 
     def _stack_inputs(self, X: pd.DataFrame) -> np.ndarray:
         """Log-odds of the booster (and of the logistic component) per row."""
@@ -604,6 +702,7 @@ def fit_risk_model(
             both.iloc[len(fit_rows) :],
             y[cal_rows],
             cal_time=frame["completed_at"].iloc[cal_rows] if "completed_at" in frame else None,
+            fit_time=frame["completed_at"].iloc[fit_rows] if "completed_at" in frame else None,
             X_both=both,
             pending=pending,
         )

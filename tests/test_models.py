@@ -274,7 +274,12 @@ def test_refit_trains_the_trees_on_the_calibration_rows_too(trained):
         assert M.auc(y, p) > 0.6 and abs(np.nanmean(p[y.notna()]) - y.mean()) < 0.05
 
 
-def test_recent_intercept_matches_the_newest_calibration_rate(trained):
+@pytest.mark.parametrize("refit", [False, True])
+def test_recent_intercept_matches_the_newest_calibration_rate(trained, refit):
+    """The anchored level holds for the trees that ship: after a refit on fit + calibration rows
+    the intercept is anchored again on the refitted booster (its trees already learnt the newest
+    level; anchoring the first booster's outputs added that shift twice: +.02 bias on a drifting
+    independent simulation)."""
     from models.estimators import _intercept
 
     rng = np.random.default_rng(0)
@@ -286,7 +291,9 @@ def test_recent_intercept_matches_the_newest_calibration_rate(trained):
     cfg = TrainConfig.from_dict(
         {
             "num_threads": 1,
-            "heads": {h: {"num_boost_round": 80, "intercept_days": 30} for h in HEADS},
+            "heads": {
+                h: {"num_boost_round": 80, "intercept_days": 30, "refit": refit} for h in HEADS
+            },
         }
     )
     m = fit_risk_model(frame, FeatureConfig(), cfg)
@@ -307,6 +314,47 @@ def test_weighted_intercept_recovers_the_level_from_partly_visible_positives():
     seen = (eventual & (rng.random(len(eta)) < share)).astype(float)
     assert abs(_intercept(eta, seen, share) - 0.5) < 0.05
     assert _intercept(eta, seen) < 0.0  # read as matured labels, the level is far too low
+
+
+def test_seasonal_shift_is_last_years_move_of_the_residual_level():
+    """A summer excess the model's log-odds do not follow: the level a year ago moved up from
+    May to June-August, so a June cut-off's anchored level is moved up by as much."""
+    from models.estimators import seasonal_shift
+
+    rng = np.random.default_rng(3)
+    t = np.datetime64("2024-01-01") + rng.integers(0, 700 * 86400, 120000).astype("m8[s]")
+    month = t.astype("datetime64[M]").astype(int) % 12 + 1
+    eta = rng.normal(-2.0, 0.8, len(t))
+    excess = np.where((month >= 6) & (month <= 8), 0.5, 0.0)
+    y = (rng.random(len(t)) < 1 / (1 + np.exp(-(eta + excess)))).astype(float)
+    shift, info = seasonal_shift(eta, y, t, np.datetime64("2025-06-01"), 30, 91)
+    assert abs(shift - 0.5) < 0.1 and info["season_shift"] == round(shift, 4)
+    shift, _ = seasonal_shift(eta, y, t, np.datetime64("2025-09-01"), 30, 91)  # Aug -> autumn
+    assert abs(shift + 0.5) < 0.1
+    shift, _ = seasonal_shift(eta, y, t, np.datetime64("2025-03-01"), 30, 91)  # no season
+    assert abs(shift) < 0.1
+    # less than a year of labels before the anchor window: no move, not a guess
+    assert seasonal_shift(eta, y, t, np.datetime64("2024-12-15"), 30, 91) is None
+
+
+def test_season_days_moves_the_anchored_level_by_the_reported_shift(trained):
+    frame, _, _ = trained
+    heads = {
+        "rework": {"num_boost_round": 80, "intercept_days": 30, "intercept_pending": True},
+        "dissatisfied": {"num_boost_round": 80},
+    }
+    plain = fit_risk_model(
+        frame, FeatureConfig(), TrainConfig.from_dict({"num_threads": 1, "heads": heads})
+    )
+    heads["rework"]["season_days"] = 91
+    moved = fit_risk_model(
+        frame, FeatureConfig(), TrainConfig.from_dict({"num_threads": 1, "heads": heads})
+    )
+    level = moved.info["rework_level"]  # 540 days of data: a year before the anchor exists
+    assert level["season_orders"] > 0 and level["season_shift"] is not None
+    b0, b1 = plain.heads["rework"].calibrator_[1], moved.heads["rework"].calibrator_[1]
+    assert abs((b1 - b0) - level["season_shift"]) < 1e-4
+    assert "season_shift" not in plain.info["rework_level"]
 
 
 def test_pending_rework_uses_only_what_the_cut_off_knew(trained):
