@@ -20,6 +20,9 @@ Usage::
     nice python bench/bench_forward.py --rework-drift 2.0 --until 2025-06-01
     nice python bench/bench_forward.py        # seed 7, no drift, the last scorable 91 days
     nice python bench/bench_forward.py --data data/raw --until 2025-09-01 --days 91
+    # data the project was not built on: bench/independent_sim.py (its own latent process)
+    python bench/independent_sim.py --out /tmp/ind_d2 --seed 1 --rework-drift 2.0
+    nice python bench/bench_forward.py --data /tmp/ind_d2 --until 2025-06-01
 
 Prints one JSON document (also written to ``--out`` when given).
 """
