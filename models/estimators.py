@@ -321,9 +321,8 @@ def seasonal_shift(
     start = end - _YEAR
     anchor = (t >= start - _span(days)) & (t < start)
     ahead = (t >= start) & (t < start + _span(horizon))
-    if (t.min() if history_start is None else history_start) > start - _span(
-        days
-    ):  # the anchor window's year-ago twin is not all in the data
+    first = t.min() if history_start is None else history_start
+    if first > start - _span(days):  # the anchor window's year-ago twin is not all in the data
         return None
     for w in (anchor, ahead):
         if not 0 < y[w].sum() < w.sum():
@@ -466,14 +465,13 @@ class RiskHead:
         near = np.flatnonzero((t >= end - _YEAR - _span(days)) & (t < end - _YEAR + _span(horizon)))
         n_fit = len(y)
         parts = [X.iloc[near[near < n_fit]], X_cal.iloc[near[near >= n_fit] - n_fit]]
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            self.level_["season_shift"] = None
-            return
+        parts = [p for p in parts if len(p)]  # LightGBM refuses to predict 0 rows
         w_, b = self.calibrator_
-        eta = np.concatenate([self._stack_inputs(p) @ w_ for p in parts]) + b
-        moved = seasonal_shift(eta, y_all[near], t[near], end, days, horizon, t.min())
-        if moved is None:  # less than a year of labels before the anchor
+        moved = None
+        if parts:
+            eta = np.concatenate([self._stack_inputs(p) @ w_ for p in parts]) + b
+            moved = seasonal_shift(eta, y_all[near], t[near], end, days, horizon, t.min())
+        if moved is None:  # less than a year of labels before the anchor: no move
             self.level_["season_shift"] = None
             return
         shift, info = moved
@@ -688,6 +686,11 @@ def fit_risk_model(
                 )
             pending = pending_rework(frame, feature_config.rework_window_days)
             pending.X = frame.iloc[pending.rows, cols]
+        if hc.season_days is not None and hc.intercept_days is None:
+            raise ValueError(
+                f"train.heads.{head}.season_days needs intercept_days: the season moves the "
+                "anchored level"
+            )
         known = frame[head].notna().to_numpy()
         fit_rows = canon[((split == "fit") & known)[canon]]
         cal_rows = canon[((split == "calib") & known)[canon]]

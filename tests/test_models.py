@@ -417,6 +417,12 @@ def test_pending_orders_move_the_rework_intercept_to_the_newest_level(trained):
             FeatureConfig(),
             TrainConfig.from_dict({"heads": {"dissatisfied": {"intercept_pending": True}}}),
         )
+    with pytest.raises(ValueError, match="season_days needs intercept_days"):
+        fit_risk_model(
+            frame,
+            FeatureConfig(),
+            TrainConfig.from_dict({"heads": {"rework": {"season_days": 91}}}),
+        )
     with pytest.raises(ValueError, match="intercept_pending needs intercept_days"):
         fit_risk_model(
             frame,
