@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, ndtr
 
+# the contract's categories, written out on purpose rather than imported from models.schemas:
+# the simulator follows the contract, not the project's reading of it
 CATS = [
     "plumbing",
     "electrical",
