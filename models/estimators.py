@@ -37,10 +37,12 @@ import pandas as pd
 
 from models.description import (
     DESCRIPTION_COLUMN,
+    URGENCY,
     DescriptionModelConfig,
     description_feature,
     description_texts,
     feature_name,
+    urgency_target,
 )
 from models.features import (
     CATEGORICAL_LEVELS,
@@ -153,6 +155,10 @@ class TrainConfig:
         Determinism and CPU budget (LightGBM threads; the machine has 2 cores).
     heads
         One :class:`HeadConfig` per head.
+    urgency_text_model
+        A character n-gram model of the description trained on the dispatcher's priority
+        (:mod:`models.description`, the urgency model), added as the feature
+        ``desc_text_urgency`` that both heads may use. ``null``: none.
     final_fit
         After the evaluation, fit the shipped heads again with the cut-off at the end of the data
         (:func:`final_training_frame`): the test slice's orders join fit and calibration, and
@@ -173,6 +179,7 @@ class TrainConfig:
     num_threads: int = 2
     final_fit: bool = True
     heads: dict[str, HeadConfig] = field(default_factory=lambda: {h: HeadConfig() for h in HEADS})
+    urgency_text_model: DescriptionModelConfig | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TrainConfig:
@@ -189,7 +196,8 @@ class TrainConfig:
             lgbm = {**base.lgbm, **(hd.pop("lgbm", {}) or {})}
             text = DescriptionModelConfig.from_dict(hd.pop("text_model", None))
             heads[h] = HeadConfig(lgbm=lgbm, text_model=text, **hd)
-        return cls(heads=heads, **d)
+        urgency = DescriptionModelConfig.from_dict(d.pop("urgency_text_model", None))
+        return cls(heads=heads, urgency_text_model=urgency, **d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -656,13 +664,17 @@ def fit_risk_model(
     """
     canon = canonical_order(frame)
     text_models: dict[str, TextScorer] = {}
-    for head in HEADS:
-        tm = config.heads[head].text_model
+    wanted = [
+        (head, config.heads[head].text_model, f"train.heads.{head}.text_model") for head in HEADS
+    ]
+    wanted.append((URGENCY, config.urgency_text_model, "train.urgency_text_model"))
+    for target, tm, param in wanted:
         if tm is not None:
-            values, scorer = description_feature(frame, head, tm, canon, config.seed)
+            y = urgency_target(frame) if target == URGENCY else frame[target].to_numpy(dtype=float)
+            values, scorer = description_feature(frame, y, tm, canon, config.seed, param=param)
             if scorer is not None:  # too few labelled descriptions: no feature
-                frame = frame.assign(**{feature_name(head): values})
-                text_models[feature_name(head)] = scorer
+                frame = frame.assign(**{feature_name(target): values})
+                text_models[feature_name(target)] = scorer
     feats = feature_columns(frame)
     heads: dict[str, RiskHead] = {}
     info: dict[str, Any] = {"features": len(feats)}

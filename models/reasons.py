@@ -154,6 +154,7 @@ REASONS: dict[str, tuple[str, str, Callable[[Mapping[str, Any], Any], str]]] = {
         _wording("不满意"),
     ),
     "desc_text_rework": ("desc_wording_rework", "描述措辞的返修概率", _wording("返修")),
+    "desc_text_urgency": ("desc_wording_urgency", "描述措辞的紧急程度", _wording("加急")),
     # the home
     "unit_cat_orders_30d": (
         "unit_repeat_30d",

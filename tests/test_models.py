@@ -602,9 +602,11 @@ def test_description_model_values_are_out_of_fold(data):
         dissatisfied=np.where(frame["dissatisfied"].notna(), rng.random(len(frame)) < 0.3, np.nan),
     )
     cfg = DescriptionModelConfig(C=100.0, min_df=1, folds=3)
-    values, scorer = description_feature(frame, "dissatisfied", cfg, canonical_order(frame), 0)
-    fit = (frame["split"] == "fit").to_numpy() & frame["dissatisfied"].notna().to_numpy()
     y = frame["dissatisfied"].to_numpy(dtype=float)
+    values, scorer = description_feature(
+        frame, y, cfg, canonical_order(frame), 0, param="train.heads.dissatisfied.text_model"
+    )
+    fit = (frame["split"] == "fit").to_numpy() & frame["dissatisfied"].notna().to_numpy()
     assert abs(M.auc(y[fit], values[fit]) - 0.5) < 0.05
     own = scorer(list(frame["_description"][fit]))
     assert M.auc(y[fit], own) > 0.95  # what an in-sample value would have leaked
@@ -654,3 +656,51 @@ def test_models_pickled_before_description_models_load_with_none(trained):
     old.__setstate__(state)
     again = pickle.loads(pickle.dumps(old))
     assert again.text_models == {} and again.feature_names == model.feature_names
+
+
+def test_urgency_model_reads_severity_from_the_wording_and_travels(data):
+    """The urgency model learns the dispatcher's priority from the description's wording: a
+    severity phrase that mostly comes with urgent orders is found (out of fold, so no row's own
+    priority is memorised), both heads may use the feature, and scoring later orders computes the
+    value the training frame got."""
+    from models.description import URGENCY, description_feature, feature_name, urgency_target
+    from models.estimators import canonical_order
+
+    orders, techs, units, _ = data
+    rng = np.random.default_rng(3)
+    urgent = orders["priority"].astype(object).ne("normal").to_numpy()
+    severe = rng.random(len(orders)) < np.where(urgent, 0.8, 0.1)
+    orders = orders.assign(
+        description=np.where(severe, "家里冒烟了，", "有点小问题，") + orders["description"]
+    )
+    cfg = TrainConfig.from_dict(
+        {
+            "num_threads": 1,
+            "urgency_text_model": {"min_df": 2, "folds": 3},
+            "heads": {h: {"num_boost_round": 40} for h in HEADS},
+        }
+    )
+    frame, _ = training_frame(orders, technicians=techs, units=units, config=cfg)
+    y = urgency_target(frame)
+    assert set(np.unique(y[~np.isnan(y)])) == {0.0, 1.0}
+    assert np.array_equal(y == 1.0, frame["priority"].astype(object).ne("normal").to_numpy())
+    model = fit_risk_model(frame, FeatureConfig(), cfg)
+    name = feature_name(URGENCY)
+    assert name in model.feature_names and set(model.text_models) == {name}
+    from models.reasons import reason_item
+
+    assert reason_item(name, {name: 0.0}, 0.3)["text"] == "按报事描述措辞估计的加急概率50%"
+    values, _ = description_feature(
+        frame, y, cfg.urgency_text_model, canonical_order(frame), 0, param="urgency"
+    )
+    fit = (frame["split"] == "fit").to_numpy()
+    # out of fold, the wording still separates urgent from normal orders (the phrase's 8:1)
+    assert M.auc(y[fit], values[fit]) > 0.8
+    test = frame[frame["split"] == "test"]
+    done = orders.set_index("order_id").loc[test["order_id"]].reset_index()
+    scored = features_for(model.history(orders, techs, units), done)
+    np.testing.assert_allclose(
+        scored[name].to_numpy(), model.with_text_features(test)[name].to_numpy(), rtol=1e-9
+    )
+    with pytest.raises(ValueError, match="train.urgency_text_model needs the descriptions"):
+        fit_risk_model(frame.drop(columns="_description"), FeatureConfig(), cfg)
