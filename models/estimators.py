@@ -668,13 +668,17 @@ def fit_risk_model(
         (head, config.heads[head].text_model, f"train.heads.{head}.text_model") for head in HEADS
     ]
     wanted.append((URGENCY, config.urgency_text_model, "train.urgency_text_model"))
+    matrices: dict = {}  # the descriptions vectorised once for all description models
     for target, tm, param in wanted:
         if tm is not None:
             y = urgency_target(frame) if target == URGENCY else frame[target].to_numpy(dtype=float)
-            values, scorer = description_feature(frame, y, tm, canon, config.seed, param=param)
+            values, scorer = description_feature(
+                frame, y, tm, canon, config.seed, param=param, matrices=matrices
+            )
             if scorer is not None:  # too few labelled descriptions: no feature
                 frame = frame.assign(**{feature_name(target): values})
                 text_models[feature_name(target)] = scorer
+    del matrices
     feats = feature_columns(frame)
     heads: dict[str, RiskHead] = {}
     info: dict[str, Any] = {"features": len(feats)}

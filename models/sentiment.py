@@ -260,6 +260,19 @@ def _project_tfidf(counts: Any, vocab: dict[str, int], vec: Any, rows: np.ndarra
 # ----------------------------------------------------------------------------------------------
 
 
+def char_ngram_vectorizer(ngram_range: tuple[int, int], min_df: int, normalize: bool = True) -> Any:
+    """The TF-IDF character n-gram vectoriser of the text models (unfitted)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(
+        analyzer="char",
+        ngram_range=tuple(ngram_range),
+        min_df=min_df,
+        sublinear_tf=True,
+        preprocessor=normalize_text if normalize else None,
+    )
+
+
 class CommentSentimentModel(ClassifierMixin, BaseEstimator):
     """Character n-gram sentiment model: TF-IDF + (LR ⊕ NB-weighted LR), one linear scorer.
 
@@ -347,8 +360,6 @@ class CommentSentimentModel(ClassifierMixin, BaseEstimator):
         CommentSentimentModel
             ``self``, fitted.
         """
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         if not 0.0 <= self.nb_weight <= 1.0:
             raise ValueError(f"nb_weight must be in [0, 1], got {self.nb_weight}")
         if isinstance(self.C, str) and self.C != "auto":
@@ -363,13 +374,7 @@ class CommentSentimentModel(ClassifierMixin, BaseEstimator):
         # min_df cannot exceed what a tiny training set allows; fall back so that small
         # companies (a few dozen rated comments) still get a model.
         min_df = self.min_df if len(texts) >= 10 * self.min_df else 1
-        vec = TfidfVectorizer(
-            analyzer="char",
-            ngram_range=tuple(self.ngram_range),
-            min_df=min_df,
-            sublinear_tf=True,
-            preprocessor=normalize_text if self.normalize else None,
-        )
+        vec = char_ngram_vectorizer(tuple(self.ngram_range), min_df, self.normalize)
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
         A = vec.fit_transform(texts)
@@ -412,6 +417,34 @@ class CommentSentimentModel(ClassifierMixin, BaseEstimator):
         self.n_train_ = len(texts)
         self._build_fast_path()
         return self
+
+    @classmethod
+    def from_matrix(
+        cls, vectorizer: Any, A: Any, labels: np.ndarray, C: float
+    ) -> CommentSentimentModel:
+        """A plain-LR model fitted on ``A``, rows already vectorised by a fitted ``vectorizer``.
+
+        For callers that fit several models on one vectorisation (cross-fitted folds, several
+        targets on the same texts): vectorising is most of a fit's cost. The rows' order is the
+        caller's (liblinear follows it), so pass them in a reproducible order.
+        """
+        m = cls(
+            ngram_range=tuple(vectorizer.ngram_range),
+            min_df=vectorizer.min_df,
+            C=float(C),
+            nb_weight=0.0,
+            normalize=vectorizer.preprocessor is not None,
+            aux_corpus=None,
+        )
+        m.coef_, m.intercept_ = m._fit_linear(A, np.asarray(labels, dtype=int), float(C))
+        m.vectorizer_ = vectorizer
+        m.C_ = float(C)
+        m.cv_accuracy_ = {}
+        m.n_aux_ = 0
+        m.classes_ = np.array([0, 1])
+        m.n_train_ = A.shape[0]
+        m._build_fast_path()
+        return m
 
     def _choose_C(self, A: Any, labels: np.ndarray) -> float:
         """Pick C from :data:`C_GRID` by stratified inner-CV accuracy (ties: smaller C).
