@@ -152,7 +152,9 @@ class DescriptionMatrix:
     blank: np.ndarray
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, order: np.ndarray, cfg: DescriptionModelConfig):
+    def of(
+        cls, frame: pd.DataFrame, order: np.ndarray, cfg: DescriptionModelConfig
+    ) -> DescriptionMatrix:
         """Fit the vocabulary on the newest ``cfg.max_rows`` fit rows, vectorise every row."""
         from models.sentiment import blank_mask, char_ngram_vectorizer
 
@@ -160,11 +162,11 @@ class DescriptionMatrix:
         blank = blank_mask(texts)
         fit = (frame["split"].to_numpy() == "fit") & ~blank
         rows = order[fit[order]][-cfg.max_rows :]
+        if len(rows) == 0:
+            return cls(None, None, blank)
         # as the sentiment model does: a tiny company's few texts keep a vocabulary
         min_df = cfg.min_df if len(rows) >= 10 * cfg.min_df else 1
         vec = char_ngram_vectorizer((1, 3), min_df)
-        if len(rows) == 0:
-            return cls(None, None, blank)
         vec.fit(list(texts[rows]))
         return cls(vec, vec.transform(list(texts)).tocsr(), blank)
 
@@ -185,6 +187,14 @@ def urgency_target(frame: pd.DataFrame) -> np.ndarray:
     pri = frame["priority"].astype(object)
     known = pri.notna().to_numpy()
     return np.where(known, (pri != PRIORITIES[0]).to_numpy(dtype=float), np.nan)
+
+
+def description_target(frame: pd.DataFrame, target: str) -> np.ndarray:
+    """The 0/1 target (NaN: none) of the description model of ``target``.
+
+    A head's label, or the dispatcher's priority for :data:`URGENCY`.
+    """
+    return urgency_target(frame) if target == URGENCY else frame[target].to_numpy(dtype=float)
 
 
 def description_feature(

@@ -40,9 +40,9 @@ from models.description import (
     URGENCY,
     DescriptionModelConfig,
     description_feature,
+    description_target,
     description_texts,
     feature_name,
-    urgency_target,
 )
 from models.features import (
     CATEGORICAL_LEVELS,
@@ -671,9 +671,14 @@ def fit_risk_model(
     matrices: dict = {}  # the descriptions vectorised once for all description models
     for target, tm, param in wanted:
         if tm is not None:
-            y = urgency_target(frame) if target == URGENCY else frame[target].to_numpy(dtype=float)
             values, scorer = description_feature(
-                frame, y, tm, canon, config.seed, param=param, matrices=matrices
+                frame,
+                description_target(frame, target),
+                tm,
+                canon,
+                config.seed,
+                param=param,
+                matrices=matrices,
             )
             if scorer is not None:  # too few labelled descriptions: no feature
                 frame = frame.assign(**{feature_name(target): values})
