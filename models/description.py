@@ -156,6 +156,7 @@ class DescriptionMatrix:
         cls, frame: pd.DataFrame, order: np.ndarray, cfg: DescriptionModelConfig
     ) -> DescriptionMatrix:
         """Fit the vocabulary on the newest ``cfg.max_rows`` fit rows, vectorise every row."""
+        from models.char_ngrams import tfidf_transform
         from models.sentiment import blank_mask, char_ngram_vectorizer
 
         texts = description_texts(frame[DESCRIPTION_COLUMN])
@@ -168,7 +169,7 @@ class DescriptionMatrix:
         min_df = cfg.min_df if len(rows) >= 10 * cfg.min_df else 1
         vec = char_ngram_vectorizer((1, 3), min_df)
         vec.fit(list(texts[rows]))
-        return cls(vec, vec.transform(list(texts)).tocsr(), blank)
+        return cls(vec, tfidf_transform(vec, texts), blank)
 
 
 def _fit(cfg: DescriptionModelConfig, M: DescriptionMatrix, rows: np.ndarray, y: np.ndarray):

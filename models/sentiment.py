@@ -534,8 +534,10 @@ class CommentSentimentModel(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: Iterable[Any]) -> np.ndarray:
         """Logit of P(positive) for each text."""
+        from models.char_ngrams import tfidf_transform
+
         check_is_fitted(self, "coef_")
-        A = self.vectorizer_.transform(_as_texts(X))
+        A = tfidf_transform(self.vectorizer_, _as_texts(X))
         return np.asarray(A @ self.coef_ + self.intercept_, dtype=float).ravel()
 
     def predict_proba(self, X: Iterable[Any]) -> np.ndarray:
