@@ -174,7 +174,7 @@ def main() -> None:
     from models.estimators import HEADS, final_training_frame, fit_risk_model, training_frame
     from models.features import completed_mask, features_for
     from models.registry import input_example, save_model
-    from pipelines.evaluate import evaluate_scored, scored_test_frame
+    from pipelines.evaluate import baseline_options, evaluate_scored, scored_test_frame
     from pipelines.features import feature_config, train_config
 
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -191,7 +191,7 @@ def main() -> None:
         model = fit_risk_model(frame, fcfg, tcfg)
         t["fit"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        scored = scored_test_frame(model, frame, truth)
+        scored = scored_test_frame(model, frame, truth, **baseline_options(args.params))
         metrics, _, _ = evaluate_scored(scored)
         t["evaluate"] = time.perf_counter() - t0
         ceiling = {}

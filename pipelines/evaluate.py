@@ -44,15 +44,21 @@ def scored_test_frame(
     truth: pd.DataFrame | None = None,
     lr_C: float = 1.0,
     rule: RuleConfig | None = None,
+    lr_max_rows: int | None = None,
 ) -> pd.DataFrame:
-    """The test slice with labels, model scores, baseline scores and (if given) oracle scores."""
+    """The test slice with labels, model scores, baseline scores and (if given) oracle scores.
+
+    ``lr_C``, ``rule``, ``lr_max_rows``: the baselines' settings (:func:`baseline_options`).
+    """
     feats = feature_columns(frame)
     test = frame[frame["split"] == "test"].copy()
     scores = model.predict(test)
     for head, col in HEADS.items():
         test[f"{head}__model"] = scores[col].to_numpy()
     test["rule"] = rule_score(test, rule)
-    for head, lr in fit_logistic_baselines(frame, feats, list(HEADS), C=lr_C).items():
+    for head, lr in fit_logistic_baselines(
+        frame, feats, list(HEADS), C=lr_C, max_rows=lr_max_rows
+    ).items():
         test[f"{head}__logreg"] = lr.predict_proba(test[feats])
     if truth is not None:
         t = truth.drop_duplicates("order_id")
@@ -130,6 +136,23 @@ def write_evaluation(
     slices.to_csv(out_dir / "slices.csv", index=False)
 
 
+def baseline_options(params_path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The baselines' settings of ``params.yaml: evaluate`` as :func:`scored_test_frame` takes them.
+
+    One reading for the ``train`` and ``evaluate`` stages and the benchmarks, so each compares
+    with the same baselines.
+    """
+    block = section(params_path, "evaluate")
+    n = block.get("logreg_max_rows")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"evaluate.logreg_max_rows must be a positive integer or null, got {n!r}")
+    return {
+        "lr_C": float(block.get("logreg_C", 1.0)),
+        "rule": RuleConfig(**(block.get("rule") or {})),
+        "lr_max_rows": n,
+    }
+
+
 def read_truth(path: Path | None) -> pd.DataFrame | None:
     """The generator's oracle probabilities, if the file is there (real data has none)."""
     if path is None or not Path(path).exists():
@@ -147,7 +170,6 @@ def evaluate_files(
     """DVC ``evaluate`` stage."""
     from models.registry import model_for_period
 
-    block = section(params_path, "evaluate")
     frame = pd.read_parquet(features)
     first = frame.loc[frame["split"] == "test", "completed_at"].min()
     model, which = model_for_period(model_dir, first)
@@ -159,13 +181,7 @@ def evaluate_files(
             "train.final_fit: false"
         )
     log.info("evaluating the %s heads of %s", which, model_dir)
-    test = scored_test_frame(
-        model,
-        frame,
-        read_truth(truth),
-        lr_C=float(block.get("logreg_C", 1.0)),
-        rule=RuleConfig(**(block.get("rule") or {})),
-    )
+    test = scored_test_frame(model, frame, read_truth(truth), **baseline_options(params_path))
     metrics, plots, slices = evaluate_scored(test)
     write_evaluation(metrics, plots, slices, out_dir)
     for head in HEADS:

@@ -18,7 +18,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from models.estimators import final_training_frame, fit_risk_model
-from pipelines.evaluate import evaluate_scored, read_truth, scored_test_frame, write_evaluation
+from pipelines.evaluate import (
+    baseline_options,
+    evaluate_scored,
+    read_truth,
+    scored_test_frame,
+    write_evaluation,
+)
 from pipelines.features import (
     feature_config,
     load_orders,
@@ -80,7 +86,7 @@ def train_files(
     t2 = time.perf_counter()
     bar.update()
     bar.set_postfix_str("evaluating on the test slice")
-    test = scored_test_frame(model, frame, read_truth(truth))
+    test = scored_test_frame(model, frame, read_truth(truth), **baseline_options(params_path))
     metrics, plots, slices = evaluate_scored(test)
     del test  # the scored test slice is not needed any more (memory of the final fit)
     bar.update()

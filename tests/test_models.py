@@ -218,6 +218,53 @@ def test_train_config_from_dict_overrides_and_refuses_typos():
         TrainConfig.from_dict({"sede": 1})
 
 
+def test_row_bounds_fit_the_linear_part_and_baseline_on_the_newest_rows(trained):
+    """``linear_max_rows`` / ``logreg_max_rows``: the newest rows, not the first or a sample;
+    ``bagging_max_rows``: each tree's bag shrinks to the bound, never grows past the config."""
+    from models.baselines import fit_logistic_baselines
+    from models.estimators import RiskHead, canonical_order
+
+    frame, _, _ = trained
+    n = 400
+    cfg = TrainConfig.from_dict(
+        {
+            "num_threads": 1,
+            "heads": {h: {"num_boost_round": 30, "linear_max_rows": n} for h in HEADS},
+        }
+    )
+    model = fit_risk_model(frame, FeatureConfig(), cfg)
+    feats = model.feature_names
+    canon = canonical_order(frame)
+    known = (frame["split"].to_numpy() == "fit") & frame["rework"].notna().to_numpy()
+    newest = frame.iloc[canon[known[canon]][-n:]]
+    want = LogisticBaseline(C=0.1).fit(newest[feats], newest["rework"].to_numpy())
+    got = model.heads["rework"].linear_
+    np.testing.assert_allclose(got.model_.coef_, want.model_.coef_)
+    oldest = frame.iloc[canon[known[canon]][:n]]
+    other = LogisticBaseline(C=0.1).fit(oldest[feats], oldest["rework"].to_numpy())
+    assert not np.allclose(got.model_.coef_, other.model_.coef_)
+
+    shuffled = frame.sample(frac=1.0, random_state=3)  # "newest" by time, not by row position
+    base = fit_logistic_baselines(shuffled, feats, ["rework"], max_rows=n)["rework"]
+    np.testing.assert_allclose(
+        base.model_.coef_,
+        LogisticBaseline(C=1.0).fit(newest[feats], newest["rework"].to_numpy()).model_.coef_,
+        rtol=1e-6,
+        atol=1e-8,
+    )
+
+    head = RiskHead(
+        TrainConfig.from_dict({"heads": {"rework": {"bagging_max_rows": 1000}}}).heads["rework"]
+    )
+    assert head._params(500)["bagging_fraction"] == 0.8  # below the bound: the config's
+    assert head._params(4000)["bagging_fraction"] == 0.25
+    for bad in (0, -5, 1.5, True):
+        with pytest.raises(ValueError, match="bagging_max_rows"):
+            TrainConfig.from_dict({"heads": {"rework": {"bagging_max_rows": bad}}})
+        with pytest.raises(ValueError, match="linear_max_rows"):
+            TrainConfig.from_dict({"heads": {"rework": {"linear_max_rows": bad}}})
+
+
 @pytest.mark.slow
 def test_notebook_runs_top_to_bottom(tmp_path):
     """The data scientist's first notebook must not rot: execute every cell."""
