@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -20,6 +23,8 @@ EDGE = [
     "灯",
     "漏水漏水漏水漏水",  # repeated n-grams count, then sublinear tf
     "ÅÉ ﬁ",  # NFKC compatibility characters
+    "e\u0301\u0327 a\u030a",  # combining marks NFKC composes and reorders
+    "\u0301开头的组合符",  # a combining mark at the start of a text
 ]
 
 
@@ -70,3 +75,28 @@ def test_unseen_grams_empty_input_and_fallback():
     _same(words.transform(["ab cd", "bc"]), tfidf_transform(words, ["ab cd", "bc"]))
     long = TfidfVectorizer(analyzer="char", ngram_range=(2, 5)).fit(["水管漏水了", "灯不亮了"])
     _same(long.transform(["水管漏了"]), tfidf_transform(long, ["水管漏了"]))
+
+
+REAL = Path(__file__).resolve().parents[2] / "shared/data/real"
+REAL_TEXTS = {
+    "waimai_10k/waimai_10k.csv": ["review"],
+    "chnsenticorp_htl_all/ChnSentiCorp_htl_all.csv": ["review"],
+    "online_shopping_10_cats/online_shopping_10_cats.csv": ["review"],
+    "teddycup2020_gov_messages/messages_with_replies_fj4.csv": ["留言详情", "答复意见"],
+    "asap_dianping_sample/test_sample.csv": ["reviewbody"],
+}
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} absent (third-party data)")
+@pytest.mark.parametrize("path", sorted(REAL_TEXTS))
+def test_equals_scikit_learn_on_real_third_party_text(path):
+    """Residents' and citizens' own writing: emoji, traditional characters, line breaks, tabs,
+    full-width forms, long letters. The vocabulary learns from half, both halves are compared."""
+    f = REAL / path
+    if not f.exists():
+        pytest.skip(f"{f} absent")
+    df = pd.read_csv(f, encoding="utf-8-sig")
+    texts = [str(t) for c in REAL_TEXTS[path] for t in df[c].dropna().tolist()][:6000]
+    vec = char_ngram_vectorizer((1, 3), 2).fit(texts[::2])
+    _same(vec.transform(texts), tfidf_transform(vec, texts, chunk=3001))
