@@ -265,6 +265,23 @@ def test_row_bounds_fit_the_linear_part_and_baseline_on_the_newest_rows(trained)
             TrainConfig.from_dict({"heads": {"rework": {"linear_max_rows": bad}}})
 
 
+def test_baseline_options_are_read_once_from_params(tmp_path):
+    """The train and evaluate stages compare with the same baselines (``params.yaml: evaluate``)."""
+    from pipelines.evaluate import baseline_options
+
+    p = tmp_path / "params.yaml"
+    p.write_text(
+        "evaluate:\n  logreg_C: 0.5\n  logreg_max_rows: 1000\n  rule:\n"
+        "    repeat_window_days: 90\n",
+        encoding="utf-8",
+    )
+    o = baseline_options(p)
+    assert o["lr_C"] == 0.5 and o["lr_max_rows"] == 1000 and o["rule"].repeat_window_days == 90
+    p.write_text("evaluate:\n  logreg_max_rows: 0\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="evaluate.logreg_max_rows"):
+        baseline_options(p)
+
+
 @pytest.mark.slow
 def test_notebook_runs_top_to_bottom(tmp_path):
     """The data scientist's first notebook must not rot: execute every cell."""
