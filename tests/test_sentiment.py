@@ -165,6 +165,31 @@ def test_auto_c_is_chosen_by_inner_cv_and_tiny_sets_fall_back() -> None:
         CommentSentimentModel(C="best").fit(TEXTS, LABELS)
 
 
+def test_c_search_runs_on_a_stratified_sample_and_the_final_fit_on_all(monkeypatch) -> None:
+    rng = np.random.default_rng(1)
+    pos = [POS[i % 12] + POS[(i * 5) % 12][:4] for i in range(150)]
+    neg = [NEG[i % 12] + (POS[i % 12][:3] if rng.random() < 0.3 else "") for i in range(150)]
+    texts, labels = pos + neg, [1] * 150 + [0] * 150
+    sizes: list[int] = []
+    real = CommentSentimentModel._fit_linear
+
+    def spy(self, A, y, C, weight=None):
+        sizes.append((A.shape[0], int(np.sum(y))))
+        return real(self, A, y, C, weight)
+
+    monkeypatch.setattr(CommentSentimentModel, "_fit_linear", spy)
+    m = CommentSentimentModel(c_search_rows=120, aux_corpus=None).fit(texts, labels)
+    search, final = sizes[:-1], sizes[-1]
+    assert len(search) == len(C_GRID) * 3 and all(n == 80 and k == 40 for n, k in search)
+    assert final == (300, 150) and m.n_train_ == 300 and m.C_ in C_GRID
+    sizes.clear()
+    CommentSentimentModel(aux_corpus=None).fit(texts, labels)  # below the bound: every text
+    assert all(n == 200 for n, _ in sizes[:-1])
+    for bad in (0, 99, 1.5, True):
+        with pytest.raises(ValueError, match="c_search_rows"):
+            CommentSentimentModel(c_search_rows=bad).fit(texts, labels)
+
+
 def test_models_pickled_before_normalisation_keep_scoring(fitted: CommentSentimentModel) -> None:
     # A model saved by the first version: no `normalize`/`C_`/`cv_accuracy_` in its state and
     # no auxiliary corpus (`aux_corpus`/`aux_weight`/`n_aux_`).
